@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup test lint typecheck pytest demo bench clean erlang
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Erlang/OTP is needed only for the differential tests; install it when we can, else they skip.
+erlang:
+	@bash scripts/ensure-erlang || true
+
+lint: setup
+	$(BIN)/ruff check relhandler tests bench sample_app
+	$(BIN)/ruff format --check relhandler tests bench sample_app
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test: setup erlang lint typecheck pytest
+
+demo: setup
+	$(BIN)/python -m sample_app.demo
+
+bench: setup erlang
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) _build .pytest_cache .mypy_cache .ruff_cache

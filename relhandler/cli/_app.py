@@ -1,0 +1,53 @@
+"""Root typer app. Each command group lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from relhandler import __version__
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Hot code upgrades for Python services, the OTP way.",
+)
+
+# Modules that add commands to `app` when imported (one per command group).
+COMMAND_MODULES = (
+    "relhandler.cli.build_cmds",  # new, build, deploy
+    "relhandler.cli.plan_cmds",  # appup generate, relup, check
+    "relhandler.cli.node_cmds",  # start, stop, ping, status, reload, purge, which, rpc
+    "relhandler.cli.release_cmds",  # unpack, install, make-permanent, upgrade, downgrade, ...
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """relhandler: build releases, generate relups, upgrade running nodes."""
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a real import error inside an existing module
+                raise
+
+
+def main() -> None:
+    """Console entry point."""
+    _load_commands()
+    app()

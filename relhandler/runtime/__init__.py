@@ -1,0 +1,1 @@
+"""See relhandler/__init__.py for the layering."""
