@@ -1,0 +1,522 @@
+"""The process kernel: pids, processes, mailboxes, links, monitors, the registry, the node.
+
+Everything runs on one asyncio loop, so the tables here are plain dicts touched only from
+that loop; no locks. A process is an asyncio Task whose context carries the Process object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import time
+import types
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from relhandler.errors import NoProcError
+
+if TYPE_CHECKING:
+    from relhandler.runtime.code import CodeServer
+
+__all__ = [
+    "Exit",
+    "Node",
+    "Pid",
+    "Process",
+    "ProcessInfo",
+    "ReceiveTimeout",
+    "Ref",
+    "current_node",
+    "current_process",
+    "fail_future",
+]
+
+log = logging.getLogger("relhandler.runtime")
+
+_node_var: contextvars.ContextVar[Node | None] = contextvars.ContextVar(
+    "relhandler_node", default=None
+)
+_proc_var: contextvars.ContextVar[Process | None] = contextvars.ContextVar(
+    "relhandler_process", default=None
+)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Pid:
+    """A process id, printed OTP-style as ``<0.N.0>``; unique for the life of the node."""
+
+    n: int
+    node: int = 0
+
+    def __str__(self) -> str:
+        return f"<{self.node}.{self.n}.0>"
+
+    __repr__ = __str__
+
+    @classmethod
+    def parse(cls, text: str) -> Pid:
+        """Parse ``<0.42.0>``."""
+        parts = text.strip().strip("<>").split(".")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"not a pid: {text!r}; expected the form <0.42.0>")
+        return cls(int(parts[1]), int(parts[0]))
+
+
+_ref_counter = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A unique reference (monitors, call tags)."""
+
+    n: int
+
+    def __repr__(self) -> str:
+        return f"#Ref<{self.n}>"
+
+    @classmethod
+    def make(cls) -> Ref:
+        return cls(next(_ref_counter))
+
+
+class Exit(Exception):
+    """Raise ``Exit(reason)`` inside a process to end it with that reason."""
+
+    def __init__(self, reason: Any = "normal") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ReceiveTimeout(TimeoutError):
+    """``receive(timeout=...)`` found no matching message in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A snapshot of one process (``process_info``)."""
+
+    pid: Pid
+    name: str | None
+    status: str
+    message_queue_len: int
+    links: tuple[Pid, ...]
+    monitors: tuple[Ref, ...]
+    trap_exit: bool
+    initial_call: str
+    behaviour: str | None
+
+
+def _is_normal(reason: Any) -> bool:
+    return isinstance(reason, str) and reason == "normal"
+
+
+class Process:
+    """One lightweight process. Internal: user code sees Pids, not Process objects."""
+
+    __slots__ = (
+        "_kill_reason",
+        "_waiter",
+        "_watchers",
+        "alive",
+        "behaviour",
+        "exit_reason",
+        "initial_call",
+        "links",
+        "mailbox",
+        "monitored_by",
+        "monitors",
+        "name",
+        "node",
+        "pid",
+        "started",
+        "sys",
+        "task",
+        "trap_exit",
+    )
+
+    def __init__(self, node: Node, pid: Pid, initial_call: str) -> None:
+        self.node = node
+        self.pid = pid
+        self.mailbox: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.links: set[Pid] = set()
+        self.monitors: dict[Ref, Pid] = {}  # monitors this process holds on others
+        self.monitored_by: dict[Ref, Pid] = {}  # monitors others hold on this process
+        self._watchers: dict[int, Callable[[Any], None]] = {}  # internal exit callbacks
+        self.trap_exit = False
+        self.name: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.started = False
+        self.alive = True
+        self.exit_reason: Any = None
+        self._kill_reason: Any = None
+        self.initial_call = initial_call
+        # set by behaviours: the generic loop's sys hooks (see runtime/sys.py)
+        self.sys: Any = None
+        self.behaviour: str | None = None
+
+    # -- mailbox ---------------------------------------------------------------
+    def deliver(self, msg: Any) -> None:
+        """Append an ordinary message and wake the process if it waits."""
+        if not self.alive:
+            return
+        self.mailbox.append(msg)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def wake(self) -> None:
+        """Wake the process if it waits (a system request arrived)."""
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future resolved at the next delivery or wake."""
+        w = self.node.loop.create_future()
+        self._waiter = w
+        return w
+
+    def add_watcher(self, fn: Callable[[Any], None]) -> int:
+        """Call ``fn(reason)`` when this process exits (no message; used by call())."""
+        key = next(self.node._watch_ids)
+        self._watchers[key] = fn
+        return key
+
+    def remove_watcher(self, key: int) -> None:
+        self._watchers.pop(key, None)
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid} {self.initial_call}>"
+
+
+class Node:
+    """A node: the process table, the registry and the code server, on one event loop.
+
+    ``async with Node() as node:`` activates it for the current context, so module-level
+    primitives (``spawn``, ``send``...) find it; process tasks inherit the activation.
+    Closing kills every process and removes the node's managed modules from ``sys.modules``.
+    """
+
+    def __init__(self, *, name: str = "relhandler", node_id: int = 0) -> None:
+        self.name = name
+        self.node_id = node_id
+        self._pids = itertools.count(80)  # low numbers look like OTP's system processes
+        self.processes: dict[Pid, Process] = {}
+        self.names: dict[str, Pid] = {}
+        self._watch_ids = itertools.count(1)
+        self.started_at = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._token: contextvars.Token[Node | None] | None = None
+        self._closed = False
+        from relhandler.runtime.code import CodeServer
+
+        self.code: CodeServer = CodeServer(self)
+        # the application controller is attached by runtime/application.py when used
+        self.apps: Any = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # -- lifecycle -------------------------------------------------------------
+    async def __aenter__(self) -> Node:
+        self.activate()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def activate(self) -> None:
+        """Make this the current node for the calling context."""
+        self._loop = asyncio.get_running_loop()
+        self._token = _node_var.set(self)
+
+    async def close(self) -> None:
+        """Kill every process, wait for them, drop managed modules."""
+        if self._closed:
+            return
+        self._closed = True
+        procs = list(self.processes.values())
+        for p in procs:
+            self._kill(p, "shutdown")
+        tasks = [p.task for p in procs if p.task is not None and not p.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        self.code.close()
+        if self._token is not None:
+            try:
+                _node_var.reset(self._token)
+            except ValueError:
+                _node_var.set(None)
+
+    # -- processes -------------------------------------------------------------
+    def _new_pid(self) -> Pid:
+        return Pid(next(self._pids), self.node_id)
+
+    def spawn(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        link: Pid | None = None,
+        initial_call: str | None = None,
+        setup: Callable[[Process], None] | None = None,
+    ) -> Pid:
+        """Start ``fn(*args)`` as a new process; optionally linked to ``link``."""
+        pid = self._new_pid()
+        p = Process(self, pid, initial_call or str(getattr(fn, "__qualname__", repr(fn))))
+        self.processes[pid] = p
+        if link is not None:
+            other = self.processes.get(link)
+            if other is not None and other.alive:
+                p.links.add(link)
+                other.links.add(pid)
+            else:
+                # linking to a dead process: the new one gets a noproc exit at once
+                p._kill_reason = "noproc"
+        if setup is not None:
+            setup(p)
+        ctx = contextvars.copy_context()
+        ctx.run(_node_var.set, self)
+        ctx.run(_proc_var.set, p)
+        p.task = self.loop.create_task(self._run(p, fn, args), context=ctx)
+        return pid
+
+    async def _run(self, p: Process, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        reason: Any = "normal"
+        p.started = True
+        try:
+            if p._kill_reason is not None:
+                raise Exit(p._kill_reason)
+            r: Any = fn(*args)
+            # trampoline: a returned awaitable is a tail call, awaited after its caller's
+            # frame is gone, so a loop through a qualified call leaves no old-code frame
+            while isinstance(r, Coroutine | asyncio.Future) or _awaitable(r):
+                r = await r
+        except Exit as e:
+            reason = e.reason
+        except asyncio.CancelledError:
+            reason = p._kill_reason if p._kill_reason is not None else "killed"
+        except BaseException as e:
+            reason = e
+            if not isinstance(e, Exception):
+                reason = e
+            log.error("process %s (%s) crashed", p.pid, p.initial_call, exc_info=e)
+        finally:
+            self._exited(p, reason)
+
+    def _exited(self, p: Process, reason: Any) -> None:
+        if p.exit_reason is None:
+            p.exit_reason = reason
+        reason = p.exit_reason
+        p.alive = False
+        self.processes.pop(p.pid, None)
+        if p.name is not None and self.names.get(p.name) == p.pid:
+            del self.names[p.name]
+        w = p._waiter
+        p._waiter = None
+        if w is not None and not w.done():
+            w.cancel()
+        watchers = list(p._watchers.values())
+        p._watchers.clear()
+        for fn in watchers:
+            try:
+                fn(reason)
+            except Exception:  # pragma: no cover - watchers are internal
+                log.exception("exit watcher failed")
+        for ref, watcher in list(p.monitored_by.items()):
+            wp = self.processes.get(watcher)
+            if wp is not None:
+                wp.monitors.pop(ref, None)
+                wp.deliver(("DOWN", ref, "process", p.pid, reason))
+        p.monitored_by.clear()
+        for ref, target in list(p.monitors.items()):
+            tp = self.processes.get(target)
+            if tp is not None:
+                tp.monitored_by.pop(ref, None)
+        links = list(p.links)
+        p.links.clear()
+        link_reason = "killed" if reason == "kill" else reason
+        for lp_pid in links:
+            lp = self.processes.get(lp_pid)
+            if lp is None:
+                continue
+            lp.links.discard(p.pid)
+            self._signal(lp, p.pid, link_reason, from_link=True)
+
+    def _signal(self, target: Process, sender: Pid, reason: Any, *, from_link: bool) -> None:
+        """Deliver an exit signal with OTP's rules."""
+        if not target.alive:
+            return
+        if not from_link and isinstance(reason, str) and reason == "kill":
+            self._kill(target, "killed")
+            return
+        if target.trap_exit:
+            target.deliver(("EXIT", sender, reason))
+            return
+        if _is_normal(reason):
+            return
+        self._kill(target, reason)
+
+    def _kill(self, p: Process, reason: Any) -> None:
+        """End ``p`` with ``reason`` as soon as the loop runs it (or now, if not started)."""
+        if not p.alive or p._kill_reason is not None:
+            return
+        p._kill_reason = reason
+        t = p.task
+        if t is None or not p.started:
+            return  # _run checks _kill_reason before running anything
+        if t is asyncio.current_task():
+            raise Exit(reason)
+        t.cancel()
+
+    def whereis(self, name: str) -> Pid | None:
+        return self.names.get(name)
+
+    def resolve(self, dest: Pid | str) -> Process | None:
+        """The live process for a pid or registered name, or None."""
+        if isinstance(dest, str):
+            pid = self.names.get(dest)
+            if pid is None:
+                return None
+            dest = pid
+        p = self.processes.get(dest)
+        return p if p is not None and p.alive else None
+
+    def process(self, dest: Pid | str) -> Process:
+        """Like resolve, but raises NoProcError."""
+        p = self.resolve(dest)
+        if p is None:
+            raise NoProcError(f"no process {dest}: it is not alive or not registered")
+        return p
+
+    def send(self, dest: Pid | str, msg: Any) -> None:
+        """Send ``msg``; to a dead pid it is silently dropped, to an unknown name it raises."""
+        if isinstance(dest, str):
+            pid = self.names.get(dest)
+            if pid is None:
+                raise NoProcError(f"send to unregistered name {dest!r}")
+            dest = pid
+        p = self.processes.get(dest)
+        if p is not None:
+            p.deliver(msg)
+
+    def register(self, name: str, pid: Pid) -> None:
+        p = self.process(pid)
+        if name in self.names:
+            raise ValueError(f"name {name!r} is already registered to {self.names[name]}")
+        if p.name is not None:
+            raise ValueError(f"{pid} is already registered as {p.name!r}")
+        self.names[name] = pid
+        p.name = name
+
+    def unregister(self, name: str) -> None:
+        pid = self.names.pop(name, None)
+        if pid is None:
+            raise ValueError(f"name {name!r} is not registered")
+        p = self.processes.get(pid)
+        if p is not None:
+            p.name = None
+
+    def info(self, pid: Pid) -> ProcessInfo | None:
+        p = self.resolve(pid)
+        if p is None:
+            return None
+        status = "running"
+        if p._waiter is not None:
+            status = "waiting"
+        if p.sys is not None and getattr(p.sys, "suspended", False):
+            status = "suspended"
+        return ProcessInfo(
+            pid=p.pid,
+            name=p.name,
+            status=status,
+            message_queue_len=len(p.mailbox),
+            links=tuple(sorted(p.links)),
+            monitors=tuple(p.monitors),
+            trap_exit=p.trap_exit,
+            initial_call=p.initial_call,
+            behaviour=p.behaviour,
+        )
+
+    def iter_processes(self) -> Iterator[Process]:
+        return iter(list(self.processes.values()))
+
+    def link(self, a: Process, b_pid: Pid) -> None:
+        b = self.processes.get(b_pid)
+        if b is None or not b.alive:
+            self._signal(a, b_pid, "noproc", from_link=True)
+            return
+        a.links.add(b_pid)
+        b.links.add(a.pid)
+
+    def monitor(self, watcher: Process, target: Pid | str) -> Ref:
+        ref = Ref.make()
+        t = self.resolve(target)
+        if t is None:
+            tp = target if isinstance(target, Pid) else Pid(0)
+            watcher.deliver(("DOWN", ref, "process", tp, "noproc"))
+            return ref
+        t.monitored_by[ref] = watcher.pid
+        watcher.monitors[ref] = t.pid
+        return ref
+
+
+def fail_future(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    """Set ``exc`` on ``fut`` unless it is already done."""
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _awaitable(r: Any) -> bool:
+    return hasattr(r, "__await__") and not isinstance(r, type)
+
+
+def current_node() -> Node:
+    """The active node of the calling context; raises RuntimeError outside one."""
+    n = _node_var.get()
+    if n is None:
+        raise RuntimeError("no relhandler node is active here; use `async with Node():`")
+    return n
+
+
+def current_process() -> Process | None:
+    """The process the caller runs in, or None outside any process."""
+    return _proc_var.get()
+
+
+def coroutine_frames(p: Process) -> Iterator[types.FrameType]:
+    """Every frame on the process's await chain (innermost last)."""
+    t = p.task
+    if t is None or t.done():
+        return
+    obj: Any = t.get_coro()
+    seen = 0
+    while obj is not None and seen < 1000:
+        seen += 1
+        frame = getattr(obj, "cr_frame", None)
+        if frame is not None:
+            yield frame
+            obj = obj.cr_await
+            continue
+        frame = getattr(obj, "gi_frame", None)
+        if frame is not None:
+            yield frame
+            obj = obj.gi_yieldfrom
+            continue
+        frame = getattr(obj, "ag_frame", None)
+        if frame is not None:
+            yield frame
+            obj = getattr(obj, "ag_await", None)
+            continue
+        break

@@ -1,0 +1,499 @@
+"""The code server: two versions (current, old) of every managed module.
+
+Managed modules are the Python modules found under the code path (a release's lib dirs).
+Each loaded version is a fresh module object executed from compiled source; it is never put
+in ``sys.modules``. Instead ``sys.modules[name]`` holds a :class:`LiveModule` whose attribute
+lookups go to the *current* version at that moment: ``import counter; counter.loop(n)`` is
+Erlang's fully qualified call, while a bare ``loop(n)`` inside the module resolves through
+that version's own globals and stays on it (a local call).
+
+A process *runs code of version V* when a frame on its await chain has V's namespace as
+globals; that is what ``check_process_code``, ``soft_purge`` and ``purge`` look at.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import importlib.abc
+import importlib.machinery
+import sys
+import time
+import traceback
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from relhandler.errors import ModuleLoadError, NoSuchModuleError, NotPurgedError
+from relhandler.runtime._kernel import Pid, coroutine_frames
+
+if TYPE_CHECKING:
+    from relhandler.runtime._kernel import Node
+
+__all__ = [
+    "CodeServer",
+    "LiveModule",
+    "ModuleInfo",
+    "ModuleVersion",
+    "Prepared",
+    "Snapshot",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Module code read and compiled but not executed (OTP: object code read by
+    ``load_object_code``); executing it is ``load_prepared``."""
+
+    name: str
+    file: Path
+    vsn: str
+    code: types.CodeType
+    is_package: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleVersion:
+    """One loaded version of a module."""
+
+    name: str
+    module: types.ModuleType
+    vsn: str
+    file: Path
+    loaded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """``which(mod)``: where the current and old versions came from."""
+
+    name: str
+    current_vsn: str | None
+    current_file: str | None
+    old_vsn: str | None
+    old_file: str | None
+    loaded_at: float | None
+
+
+@dataclass(slots=True)
+class _Entry:
+    current: ModuleVersion | None = None
+    old: ModuleVersion | None = None
+    loading: types.ModuleType | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The module table at one instant, for an in-place rollback."""
+
+    entries: dict[str, tuple[ModuleVersion | None, ModuleVersion | None]] = field(
+        default_factory=dict
+    )
+
+
+class LiveModule(types.ModuleType):
+    """What ``sys.modules`` holds for a managed module: forwards to the current version."""
+
+    __relhandler_server__: CodeServer
+
+    def __getattr__(self, attr: str) -> Any:
+        name = self.__dict__["__name__"]
+        server: CodeServer = self.__dict__["__relhandler_server__"]
+        entry = server._table.get(name)
+        if entry is not None:
+            target = entry.current.module if entry.current is not None else entry.loading
+            if target is not None:
+                try:
+                    return target.__dict__[attr]
+                except KeyError:
+                    pass
+        sub = sys.modules.get(f"{name}.{attr}")
+        if sub is not None:
+            return sub
+        if attr.startswith("__") and attr.endswith("__"):
+            raise AttributeError(attr)
+        if entry is None or (entry.current is None and entry.loading is None):
+            raise AttributeError(f"module {name!r} has no current version (deleted or purged)")
+        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+
+    def __dir__(self) -> list[str]:
+        entry = self.__dict__["__relhandler_server__"]._table.get(self.__dict__["__name__"])
+        if entry is None or entry.current is None:
+            return []
+        return sorted(entry.current.module.__dict__)
+
+
+class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Autoload: importing a managed module that is not loaded yet loads it (Erlang-style)."""
+
+    def __init__(self, server: CodeServer) -> None:
+        self.server = server
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        found = self.server._locate(fullname)
+        if found is None:
+            return None
+        file, is_pkg = found
+        return importlib.machinery.ModuleSpec(fullname, self, origin=str(file), is_package=is_pkg)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        self.server.load(spec.name)
+        return sys.modules[spec.name]
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Nothing to do: create_module already executed the current version."""
+
+
+def _literal_vsn(tree: ast.Module) -> str | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if (
+                    isinstance(t, ast.Name)
+                    and t.id == "__vsn__"
+                    and isinstance(node.value, ast.Constant)
+                ):
+                    return str(node.value.value)
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == "__vsn__"
+            and isinstance(node.value, ast.Constant)
+        ):
+            return str(node.value.value)
+    return None
+
+
+class CodeServer:
+    """The node's module table (``node.code``)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.path: list[Path] = []
+        self._table: dict[str, _Entry] = {}
+        self._finder: _Finder | None = None
+
+    def _owns(self, m: object) -> bool:
+        return isinstance(m, LiveModule) and m.__dict__.get("__relhandler_server__") is self
+
+    # -- path ------------------------------------------------------------------
+    def set_path(self, dirs: Sequence[Path | str]) -> None:
+        """Set the dirs holding managed top-level packages/modules; installs the finder."""
+        self.path = [Path(d).resolve() for d in dirs]
+        if self._finder is None:
+            self._finder = _Finder(self)
+            sys.meta_path.insert(0, self._finder)
+
+    def _locate(self, name: str) -> tuple[Path, bool] | None:
+        rel = Path(*name.split("."))
+        for d in self.path:
+            pkg = d / rel / "__init__.py"
+            if pkg.is_file():
+                return pkg, True
+            mod = d / rel.with_suffix(".py")
+            if mod.is_file():
+                return mod, False
+        return None
+
+    def find(self, name: str) -> Path:
+        """The file ``name`` would load from, on the code path."""
+        found = self._locate(name)
+        if found is None:
+            raise NoSuchModuleError(
+                f"module {name!r} is not on the code path ({', '.join(map(str, self.path))})"
+            )
+        return found[0]
+
+    # -- loading ---------------------------------------------------------------
+    def prepare(self, name: str, file: Path | str | None = None) -> Prepared:
+        """Read and compile ``name`` (from ``file`` or the code path); executes nothing."""
+        if file is None:
+            found = self._locate(name)
+            if found is None:
+                raise NoSuchModuleError(f"module {name!r} is not on the code path")
+            path, is_pkg = found
+        else:
+            path = Path(file).resolve()
+            is_pkg = path.name == "__init__.py"
+        try:
+            source = path.read_bytes()
+        except OSError as e:
+            raise NoSuchModuleError(f"cannot read {path}: {e.strerror}") from e
+        try:
+            tree = ast.parse(source, str(path))
+            code = compile(tree, str(path), "exec", dont_inherit=True)
+        except SyntaxError as e:
+            raise ModuleLoadError(
+                f"{path}:{e.lineno}: syntax error in module {name!r}: {e.msg}",
+                details={"module": name, "file": str(path), "line": e.lineno},
+            ) from e
+        vsn = _literal_vsn(tree) or ("sha256:" + hashlib.sha256(source).hexdigest()[:16])
+        return Prepared(name, path, vsn, code, is_pkg)
+
+    def _proxy(self, name: str, prepared: Prepared) -> LiveModule:
+        existing = sys.modules.get(name)
+        if (
+            isinstance(existing, LiveModule)
+            and existing.__dict__.get("__relhandler_server__") is self
+        ):
+            return existing
+        proxy = LiveModule(name)
+        proxy.__dict__["__relhandler_server__"] = self
+        self._decorate(proxy, prepared)
+        sys.modules[name] = proxy
+        parent, _, child = name.rpartition(".")
+        if parent and isinstance(sys.modules.get(parent), LiveModule):
+            sys.modules[parent].__dict__[child] = proxy
+        return proxy
+
+    def _decorate(self, m: types.ModuleType, p: Prepared) -> None:
+        spec = importlib.machinery.ModuleSpec(
+            p.name, self._finder, origin=str(p.file), is_package=p.is_package
+        )
+        spec.has_location = True
+        m.__spec__ = spec
+        m.__file__ = str(p.file)
+        m.__loader__ = self._finder
+        m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
+        if p.is_package:
+            m.__path__ = [str(p.file.parent)]
+
+    def _execute(self, p: Prepared, entry: _Entry) -> ModuleVersion:
+        m = types.ModuleType(p.name)
+        self._decorate(m, p)
+        m.__dict__["__builtins__"] = builtins
+        entry.loading = m
+        try:
+            exec(p.code, m.__dict__)
+        except BaseException as e:
+            tb = "".join(traceback.format_exception(e))
+            line = None
+            for fs in reversed(traceback.extract_tb(e.__traceback__)):
+                if fs.filename == str(p.file):
+                    line = fs.lineno
+                    break
+            where = f"{p.file}:{line}" if line else str(p.file)
+            raise ModuleLoadError(
+                f"{where}: module {p.name!r} raised {type(e).__name__}: {e} while loading",
+                details={"module": p.name, "file": str(p.file), "line": line, "traceback": tb},
+            ) from e
+        finally:
+            entry.loading = None
+        return ModuleVersion(p.name, m, p.vsn, p.file, time.time())
+
+    def _install(self, p: Prepared) -> ModuleVersion:
+        entry = self._table.get(p.name)
+        fresh = entry is None
+        if entry is None:
+            entry = _Entry()
+            self._table[p.name] = entry
+        had_proxy = p.name in sys.modules
+        self._proxy(p.name, p)
+        try:
+            version = self._execute(p, entry)
+        except ModuleLoadError:
+            if fresh:
+                del self._table[p.name]
+                if not had_proxy:
+                    sys.modules.pop(p.name, None)
+            raise
+        entry.old = entry.current
+        entry.current = version
+        proxy = sys.modules[p.name]
+        proxy.__dict__["__file__"] = str(p.file)
+        return version
+
+    def load(self, name: str, file: Path | str | None = None) -> ModuleVersion:
+        """Load a new current version (``code:load_file``): refused with ``NotPurgedError``
+        if an old version still exists; a module that fails changes nothing."""
+        entry = self._table.get(name)
+        if entry is not None and entry.old is not None:
+            raise NotPurgedError(
+                f"module {name!r} still has an old version; purge it first "
+                f"(`relhandler purge {name}`) before loading a third version",
+                details={"module": name},
+            )
+        return self._install(self.prepare(name, file))
+
+    def load_prepared(self, p: Prepared) -> ModuleVersion:
+        """Make prepared code current (``code:load_binary``): hard-purges old code first."""
+        entry = self._table.get(p.name)
+        if entry is not None and entry.old is not None:
+            self.purge(p.name)
+        return self._install(p)
+
+    def reload(self, name: str, file: Path | str | None = None) -> ModuleVersion:
+        """The shell's ``l/1``: soft-purge if possible, then load from disk (or ``file``)."""
+        entry = self._table.get(name)
+        if entry is not None and entry.old is not None and not self.soft_purge(name):
+            users = ", ".join(map(str, self.old_code_users(name)))
+            raise NotPurgedError(
+                f"module {name!r}: processes still run its old code ({users}); "
+                f"`relhandler purge {name}` kills them, or wait until they leave it",
+                details={"module": name},
+            )
+        return self.load(name, file)
+
+    # -- purging ---------------------------------------------------------------
+    def old_code_users(self, name: str) -> list[Pid]:
+        """Processes with a frame in the old version of ``name``."""
+        entry = self._table.get(name)
+        if entry is None or entry.old is None:
+            return []
+        ns = entry.old.module.__dict__
+        return [
+            p.pid
+            for p in self.node.processes.values()
+            if p.alive and any(f.f_globals is ns for f in coroutine_frames(p))
+        ]
+
+    def check_process_code(self, pid: Pid, name: str) -> bool:
+        """True iff ``pid`` runs (has a frame in) the old code of ``name``."""
+        entry = self._table.get(name)
+        p = self.node.processes.get(pid)
+        if entry is None or entry.old is None or p is None:
+            return False
+        ns = entry.old.module.__dict__
+        return any(f.f_globals is ns for f in coroutine_frames(p))
+
+    def purge(self, name: str) -> bool:
+        """Kill (``killed``) every process in old code of ``name``, drop the old version.
+        Returns whether a process was killed."""
+        users = self.old_code_users(name)
+        for pid in users:
+            p = self.node.processes.get(pid)
+            if p is not None:
+                self.node._kill(p, "killed")
+        entry = self._table.get(name)
+        if entry is not None:
+            entry.old = None
+        return bool(users)
+
+    def soft_purge(self, name: str) -> bool:
+        """Drop the old version if no process runs it; else change nothing, return False."""
+        if self.old_code_users(name):
+            return False
+        entry = self._table.get(name)
+        if entry is not None:
+            entry.old = None
+        return True
+
+    def delete(self, name: str) -> bool:
+        """Current → old with no current (``code:delete``); False if old code exists."""
+        entry = self._table.get(name)
+        if entry is None or entry.current is None or entry.old is not None:
+            return False
+        entry.old = entry.current
+        entry.current = None
+        return True
+
+    def unload(self, name: str) -> None:
+        """Forget ``name`` entirely (hard-purging users of any version)."""
+        entry = self._table.get(name)
+        if entry is None:
+            return
+        if entry.old is not None:
+            self.purge(name)
+        if entry.current is not None:
+            entry.old, entry.current = entry.current, None
+            self.purge(name)
+        del self._table[name]
+        proxy = sys.modules.get(name)
+        if isinstance(proxy, LiveModule) and proxy.__dict__.get("__relhandler_server__") is self:
+            del sys.modules[name]
+
+    # -- queries ---------------------------------------------------------------
+    def is_loaded(self, name: str) -> bool:
+        e = self._table.get(name)
+        return e is not None and e.current is not None
+
+    def has_old(self, name: str) -> bool:
+        e = self._table.get(name)
+        return e is not None and e.old is not None
+
+    def current(self, name: str) -> types.ModuleType:
+        """The module object of the current version (the namespace callbacks run in)."""
+        e = self._table.get(name)
+        if e is None or e.current is None:
+            if e is None and self._locate(name) is not None:
+                return self.load(name).module
+            raise NoSuchModuleError(f"module {name!r} is not loaded")
+        return e.current.module
+
+    def live(self, name: str) -> types.ModuleType:
+        """The live module (what ``import name`` gives managed code)."""
+        if not self.is_loaded(name):
+            self.current(name)
+        return sys.modules[name]
+
+    def vsn(self, name: str) -> str | None:
+        e = self._table.get(name)
+        return None if e is None or e.current is None else e.current.vsn
+
+    def old_vsn(self, name: str) -> str | None:
+        e = self._table.get(name)
+        return None if e is None or e.old is None else e.old.vsn
+
+    def which(self, name: str) -> ModuleInfo:
+        e = self._table.get(name)
+        if e is None:
+            raise NoSuchModuleError(f"module {name!r} is not loaded")
+        c, o = e.current, e.old
+        return ModuleInfo(
+            name,
+            c.vsn if c else None,
+            str(c.file) if c else None,
+            o.vsn if o else None,
+            str(o.file) if o else None,
+            c.loaded_at if c else None,
+        )
+
+    def all_loaded(self) -> list[str]:
+        return sorted(n for n, e in self._table.items() if e.current is not None)
+
+    # -- rollback --------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        return Snapshot({n: (e.current, e.old) for n, e in self._table.items()})
+
+    def restore(self, snap: Snapshot) -> None:
+        """Put the module table back as it was at ``snap`` (no process is killed)."""
+        for name in list(self._table):
+            if name not in snap.entries:
+                del self._table[name]
+                proxy = sys.modules.get(name)
+                if isinstance(proxy, LiveModule):
+                    del sys.modules[name]
+        for name, (cur, old) in snap.entries.items():
+            e = self._table.setdefault(name, _Entry())
+            e.current, e.old = cur, old
+            ref = cur or old
+            if ref is not None and name not in sys.modules:
+                self._proxy(
+                    name,
+                    Prepared(
+                        name,
+                        ref.file,
+                        ref.vsn,
+                        compile("", "", "exec"),
+                        ref.file.name == "__init__.py",
+                    ),
+                )
+
+    def close(self) -> None:
+        """Remove this server's live modules and finder from the interpreter."""
+        for name in list(self._table):
+            proxy = sys.modules.get(name)
+            if (
+                isinstance(proxy, LiveModule)
+                and proxy.__dict__.get("__relhandler_server__") is self
+            ):
+                del sys.modules[name]
+        self._table.clear()
+        if self._finder is not None and self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
+        self._finder = None

@@ -1,0 +1,430 @@
+"""GenServer: a generic server loop driving a callback *module*.
+
+The callback module defines module-level functions (sync or ``async``) and returns OTP's
+tuples, so OTP's documentation reads across directly::
+
+    def init(args):                          -> ("ok", state) | ("ok", state, timeout)
+                                                | ("stop", reason) | "ignore"
+    def handle_call(request, from_, state):  -> ("reply", reply, state[, timeout])
+                                                | ("noreply", state[, timeout])
+                                                | ("stop", reason, reply, state)
+                                                | ("stop", reason, state)
+    def handle_cast(msg, state):             -> ("noreply", state[, timeout])
+                                                | ("stop", reason, state)
+    def handle_info(msg, state):             -> same as handle_cast
+    def terminate(reason, state):            optional
+    def code_change(old_vsn, state, extra):  -> ("ok", new_state)
+    def get_modules(state):                  optional, for ``dynamic`` child specs
+
+Every callback is looked up on the module's *current* version at dispatch time, so loading
+a new version takes effect at the next callback, with the state as it is; ``code_change``
+is the one place where the state's shape changes. State is plain data: no hidden instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from relhandler.errors import CallExitError, CallTimeoutError, NoProcError, ProcessError
+from relhandler.runtime._kernel import (
+    Exit,
+    Pid,
+    Process,
+    current_node,
+    current_process,
+    fail_future,
+)
+from relhandler.runtime.sys import SysState
+
+__all__ = ["From", "call", "cast", "reply", "start", "start_link", "stop"]
+
+log = logging.getLogger("relhandler.runtime.gen_server")
+
+_CoroutineType = types.CoroutineType
+
+
+@dataclass(frozen=True, slots=True)
+class From:
+    """Who is waiting for a reply (OTP's ``{Pid, Tag}``); pass it to ``reply``."""
+
+    pid: Pid | None
+    fut: asyncio.Future[Any]
+
+
+class _ServerState(SysState):
+    __slots__ = ("callbacks", "timeout")
+
+    def __init__(self, proc: Process, module: str, callbacks: Any) -> None:
+        super().__init__(proc, module)
+        # a fixed object for runtime-internal behaviours (supervisor); None = managed module
+        self.callbacks = callbacks
+        self.timeout: float | None = None
+
+    def cb(self) -> Any:
+        if self.callbacks is not None:
+            return self.callbacks
+        return self.proc.node.code.current(self.module)
+
+    def system_code_change(self, module: str, old_vsn: Any, extra: Any) -> Any:
+        fn = getattr(self.cb(), "code_change", None)
+        if fn is None:
+            raise ProcessError(f"{self.module} has no code_change/3; use a soft update")
+        r = fn(old_vsn, self.state, extra)
+        if isinstance(r, _CoroutineType):
+            return _finish_code_change(r, self.module)
+        return _code_change_result(r, self.module)
+
+    def modules(self) -> list[str]:
+        fn = getattr(self.cb(), "get_modules", None)
+        if fn is not None:
+            return list(fn(self.state))
+        return [self.module]
+
+
+async def _finish_code_change(coro: Any, module: str) -> Any:
+    return _code_change_result(await coro, module)
+
+
+def _code_change_result(r: Any, module: str) -> Any:
+    if isinstance(r, tuple) and len(r) == 2 and r[0] == "ok":
+        return r[1]
+    raise ProcessError(f"{module}.code_change returned {r!r}; expected ('ok', new_state)")
+
+
+def _module_name(module: str | types.ModuleType) -> str:
+    return module if isinstance(module, str) else module.__name__
+
+
+async def _maybe(r: Any) -> Any:
+    if isinstance(r, _CoroutineType) or asyncio.isfuture(r):
+        return await r
+    return r
+
+
+async def _server_main(module: str, args: Any, callbacks: Any, ready: asyncio.Future[Any]) -> None:
+    proc = current_process()
+    assert proc is not None
+    srv = _ServerState(proc, module, callbacks)
+    proc.sys = srv
+    proc.behaviour = "gen_server"
+    try:
+        r = await _maybe(srv.cb().init(args))
+    except BaseException as e:
+        if not ready.done():
+            ready.set_exception(ProcessError(f"{module}.init crashed: {e!r}", details={}))
+        raise
+    if r == "ignore":
+        if not ready.done():
+            ready.set_result("ignore")
+        raise Exit("normal")
+    if isinstance(r, tuple) and r and r[0] == "ok" and len(r) in (2, 3):
+        srv.state = r[1]
+        srv.timeout = _timeout_of(r, 2)
+    elif isinstance(r, tuple) and len(r) == 2 and r[0] == "stop":
+        if not ready.done():
+            ready.set_exception(ProcessError(f"{module}.init stopped: {r[1]!r}"))
+        raise Exit(r[1])
+    else:
+        err = ProcessError(f"{module}.init returned {r!r}; expected ('ok', state)")
+        if not ready.done():
+            ready.set_exception(err)
+        raise Exit(("bad_return_value", r))
+    if not ready.done():
+        ready.set_result(proc.pid)
+    await _loop(proc, srv)
+
+
+def _timeout_of(r: tuple[Any, ...], idx: int) -> float | None:
+    if len(r) > idx:
+        t = r[idx]
+        if t == "hibernate" or t == "infinity" or t is None:
+            return None
+        return float(t) / 1000.0 if isinstance(t, int) else float(t)
+    return None
+
+
+class _StopRequest(BaseException):
+    """Raised inside the loop by ``stop()``'s system request."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _loop(proc: Process, srv: _ServerState) -> None:
+    try:
+        await _serve(proc, srv)
+    except _StopRequest as e:
+        await _terminate(srv, e.reason)
+        raise Exit(e.reason) from None
+
+
+async def _serve(proc: Process, srv: _ServerState) -> None:
+    box = proc.mailbox
+    node = proc.node
+    loop = node.loop
+    while True:
+        srv.between_callbacks()
+        if srv.requests:
+            await srv.handle_requests()
+            continue
+        if srv.suspended or not box:
+            w = proc.wait()
+            if srv.timeout is not None and not srv.suspended:
+                handle = loop.call_later(srv.timeout, _time_out, w)
+                try:
+                    await w
+                finally:
+                    handle.cancel()
+                if not box and not srv.requests and not srv.suspended:
+                    srv.timeout = None
+                    await _dispatch(srv, "timeout", is_info=True)
+            else:
+                await w
+            continue
+        msg = box.popleft()
+        srv.in_callback = True
+        await _dispatch(srv, msg)
+
+
+def _time_out(w: asyncio.Future[None]) -> None:
+    if not w.done():
+        w.set_result(None)
+
+
+async def _dispatch(srv: _ServerState, msg: Any, *, is_info: bool = False) -> None:
+    srv.in_callback = True
+    cb = srv.cb()
+    state = srv.state
+    if not is_info and type(msg) is tuple and len(msg) == 3 and msg[0] == "$gen_call":
+        from_: From = msg[1]
+        try:
+            r = cb.handle_call(msg[2], from_, state)
+            if isinstance(r, _CoroutineType):
+                r = await r
+        except BaseException as e:
+            await _terminate(srv, e.reason if isinstance(e, Exit) else e)
+            raise
+        tag = r[0] if type(r) is tuple else None
+        if tag == "reply":
+            fut = from_.fut
+            if not fut.done():
+                fut.set_result(r[1])
+            srv.state = r[2]
+            srv.timeout = _timeout_of(r, 3) if len(r) > 3 else None
+            return
+        if tag == "noreply":
+            srv.state = r[1]
+            srv.timeout = _timeout_of(r, 2) if len(r) > 2 else None
+            return
+        if tag == "stop" and len(r) == 4:
+            if not from_.fut.done():
+                from_.fut.set_result(r[2])
+            srv.state = r[3]
+            await _stop(srv, r[1])
+        if tag == "stop" and len(r) == 3:
+            srv.state = r[2]
+            await _stop(srv, r[1])
+        await _bad_return(srv, "handle_call", r)
+    if not is_info and type(msg) is tuple and len(msg) == 2 and msg[0] == "$gen_cast":
+        fn, arg = cb.handle_cast, msg[1]
+        name = "handle_cast"
+    else:
+        fn = getattr(cb, "handle_info", None)
+        arg = msg
+        name = "handle_info"
+        if fn is None:
+            log.warning("%s %s: unexpected message %r", srv.module, srv.proc.pid, msg)
+            return
+    try:
+        r = fn(arg, state)
+        if isinstance(r, _CoroutineType):
+            r = await r
+    except BaseException as e:
+        await _terminate(srv, e.reason if isinstance(e, Exit) else e)
+        raise
+    tag = r[0] if type(r) is tuple else None
+    if tag == "noreply":
+        srv.state = r[1]
+        srv.timeout = _timeout_of(r, 2) if len(r) > 2 else None
+        return
+    if tag == "stop" and len(r) == 3:
+        srv.state = r[2]
+        await _stop(srv, r[1])
+    await _bad_return(srv, name, r)
+
+
+async def _bad_return(srv: _ServerState, name: str, r: Any) -> None:
+    err = ProcessError(f"{srv.module}.{name} returned {r!r}; see gen_server's return tuples")
+    await _terminate(srv, err)
+    raise Exit(("bad_return_value", r))
+
+
+async def _stop(srv: _ServerState, reason: Any) -> None:
+    await _terminate(srv, reason)
+    raise Exit(reason)
+
+
+async def _terminate(srv: _ServerState, reason: Any) -> None:
+    srv.in_callback = True
+    fn = getattr(srv.cb(), "terminate", None)
+    if fn is None:
+        return
+    try:
+        r = fn(reason, srv.state)
+        if isinstance(r, _CoroutineType):
+            await r
+    except Exception:
+        log.exception("%s.terminate raised", srv.module)
+
+
+async def _start(
+    module: str | types.ModuleType,
+    args: Any,
+    *,
+    name: str | None,
+    link: bool,
+    timeout: float | None,
+    callbacks: Any = None,
+) -> Pid:
+    node = current_node()
+    me = current_process()
+    mod = _module_name(module)
+    ready: asyncio.Future[Any] = node.loop.create_future()
+
+    def setup(p: Process) -> None:
+        if name is not None:
+            if name in node.names:
+                raise ProcessError(
+                    f"cannot start {mod}: name {name!r} is already registered",
+                    code="already_started",
+                )
+            node.names[name] = p.pid
+            p.name = name
+
+    if name is not None and name in node.names:
+        raise ProcessError(
+            f"cannot start {mod}: name {name!r} is already registered to {node.names[name]}",
+            code="already_started",
+        )
+    pid = node.spawn(
+        _server_main,
+        mod,
+        args,
+        callbacks,
+        ready,
+        link=me.pid if (link and me is not None) else None,
+        initial_call=f"{mod}:init",
+        setup=setup,
+    )
+    p = node.processes[pid]
+    watch = p.add_watcher(
+        lambda reason: fail_future(ready, ProcessError(f"{mod}.init exited: {reason!r}"))
+    )
+    try:
+        r = await asyncio.wait_for(asyncio.shield(ready), timeout)
+    except TimeoutError as e:
+        node._kill(p, "kill")
+        raise ProcessError(f"{mod}.init did not return within {timeout}s") from e
+    finally:
+        p.remove_watcher(watch)
+    if r == "ignore":
+        return None  # type: ignore[return-value]  # supervisors treat None as 'ignore'
+    return pid
+
+
+async def start_link(
+    module: str | types.ModuleType,
+    args: Any = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = 5.0,
+) -> Pid:
+    """Start a gen_server linked to the caller; returns once ``init`` has returned.
+
+    Raises ``ProcessError`` if ``init`` stops, crashes or times out. Returns None when init
+    answers ``"ignore"``.
+    """
+    return await _start(module, args, name=name, link=True, timeout=timeout)
+
+
+async def start(
+    module: str | types.ModuleType,
+    args: Any = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = 5.0,
+) -> Pid:
+    """Start a gen_server without a link."""
+    return await _start(module, args, name=name, link=False, timeout=timeout)
+
+
+async def call(server: Pid | str, request: Any, timeout: float | None = 5.0) -> Any:
+    """Send ``request`` and wait for the reply.
+
+    Raises ``NoProcError`` if the server is not alive, ``CallExitError`` (with ``reason``) if
+    it exits before replying, ``CallTimeoutError`` after ``timeout`` seconds.
+    """
+    node = current_node()
+    p = node.resolve(server)
+    if p is None:
+        raise NoProcError(f"call to {server}: no such process")
+    loop = node.loop
+    fut: asyncio.Future[Any] = loop.create_future()
+    me = current_process()
+    key = p.add_watcher(
+        lambda reason: fail_future(
+            fut, CallExitError(f"{p.pid} exited with {reason!r} during call", reason=reason)
+        )
+    )
+    p.deliver(("$gen_call", From(me.pid if me is not None else None, fut), request))
+    if timeout is None:
+        try:
+            return await fut
+        finally:
+            p.remove_watcher(key)
+    handle = loop.call_later(timeout, _call_timeout, fut, p.pid, timeout)
+    try:
+        return await fut
+    finally:
+        handle.cancel()
+        p.remove_watcher(key)
+
+
+def _call_timeout(fut: asyncio.Future[Any], pid: Pid, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeoutError(f"call to {pid} got no reply within {timeout}s"))
+
+
+def cast(server: Pid | str, msg: Any) -> None:
+    """Send ``msg`` to ``handle_cast``; never fails (a dead server drops it)."""
+    node = current_node()
+    p = node.resolve(server)
+    if p is not None:
+        p.deliver(("$gen_cast", msg))
+
+
+def reply(from_: From, value: Any) -> None:
+    """Reply to a caller later (after returning ``("noreply", state)`` from handle_call)."""
+    if not from_.fut.done():
+        from_.fut.set_result(value)
+
+
+async def stop(server: Pid | str, reason: Any = "normal", timeout: float | None = 5.0) -> None:
+    """Stop a server: ``terminate(reason, state)`` runs, then it exits with ``reason``."""
+    node = current_node()
+    p = node.process(server)
+    task = p.task
+    s = p.sys
+
+    def _do_stop(state: Any) -> Any:
+        raise _StopRequest(reason)
+
+    if isinstance(s, _ServerState):
+        s.request("replace_state", _do_stop)
+    if task is not None:
+        await asyncio.wait([task], timeout=timeout)

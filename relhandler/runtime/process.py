@@ -1,0 +1,206 @@
+"""Process primitives acting on the current node and process (OTP's erlang BIFs).
+
+Process functions are ``async def``. A process must never block the event loop: CPU work or
+blocking I/O belongs in an executor (``await loop.run_in_executor(...)``); a blocked loop
+stalls every process of the node, the control channel and any upgrade.
+
+A process function may ``return`` an unawaited coroutine: that is a tail call, awaited by the
+runtime after the current frame is gone (see runtime.md, *Tail calls*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from relhandler.runtime._kernel import (
+    Exit,
+    Pid,
+    ProcessInfo,
+    ReceiveTimeout,
+    Ref,
+    current_node,
+    current_process,
+)
+
+__all__ = [
+    "Exit",
+    "Pid",
+    "ProcessInfo",
+    "ReceiveTimeout",
+    "Ref",
+    "demonitor",
+    "exit",
+    "link",
+    "monitor",
+    "process_info",
+    "receive",
+    "register",
+    "registered",
+    "self_pid",
+    "send",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "trap_exit",
+    "unlink",
+    "unregister",
+    "whereis",
+]
+
+ProcFn = Callable[..., Awaitable[Any]]
+
+
+def _me() -> Any:
+    p = current_process()
+    if p is None:
+        raise RuntimeError("this primitive must be called inside a relhandler process")
+    return p
+
+
+def self_pid() -> Pid:
+    """The calling process's pid (Erlang's ``self()``)."""
+    return _me().pid  # type: ignore[no-any-return]
+
+
+def spawn(fn: ProcFn, *args: Any) -> Pid:
+    """Start ``fn(*args)`` as a new process."""
+    return current_node().spawn(fn, *args)
+
+
+def spawn_link(fn: ProcFn, *args: Any) -> Pid:
+    """Start a process linked to the caller (atomically)."""
+    return current_node().spawn(fn, *args, link=self_pid())
+
+
+def spawn_monitor(fn: ProcFn, *args: Any) -> tuple[Pid, Ref]:
+    """Start a process and monitor it (atomically)."""
+    node = current_node()
+    pid = node.spawn(fn, *args)
+    return pid, node.monitor(_me(), pid)
+
+
+def send(dest: Pid | str, msg: Any) -> None:
+    """Send ``msg`` to a pid (dropped silently if dead) or a registered name."""
+    current_node().send(dest, msg)
+
+
+async def receive(timeout: float | None = None, match: Callable[[Any], bool] | None = None) -> Any:
+    """Take the first message (or the first for which ``match`` is true) from the mailbox.
+
+    Messages that do not match stay queued in order. Raises ``ReceiveTimeout`` after
+    ``timeout`` seconds without a matching message (``timeout=0`` polls).
+    """
+    p = _me()
+    box = p.mailbox
+    loop = p.node.loop
+    deadline = None if timeout is None else loop.time() + timeout
+    scanned = 0  # messages already checked against `match`
+    while True:
+        if match is None:
+            if box:
+                return box.popleft()
+        else:
+            n = len(box)
+            for i in range(scanned, n):
+                m = box[i]
+                if match(m):
+                    del box[i]
+                    return m
+            scanned = n
+        if deadline is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ReceiveTimeout("receive timed out")
+            w = p.wait()
+            handle = loop.call_later(remaining, _wake_waiter, w)
+            try:
+                await w
+            finally:
+                handle.cancel()
+        else:
+            await p.wait()
+
+
+def _wake_waiter(w: asyncio.Future[None]) -> None:
+    if not w.done():
+        w.set_result(None)
+
+
+def link(pid: Pid) -> None:
+    """Link the caller with ``pid`` (a dead pid sends the caller a ``noproc`` exit)."""
+    me = _me()
+    me.node.link(me, pid)
+
+
+def unlink(pid: Pid) -> None:
+    me = _me()
+    me.links.discard(pid)
+    other = me.node.processes.get(pid)
+    if other is not None:
+        other.links.discard(me.pid)
+
+
+def monitor(target: Pid | str) -> Ref:
+    """Monitor a process: a ``("DOWN", ref, "process", pid, reason)`` message when it exits."""
+    me = _me()
+    return me.node.monitor(me, target)  # type: ignore[no-any-return]
+
+
+def demonitor(ref: Ref, *, flush: bool = False) -> None:
+    """Stop monitoring; with ``flush`` drop an already delivered DOWN message for ``ref``."""
+    me = _me()
+    target = me.monitors.pop(ref, None)
+    if target is not None:
+        t = me.node.processes.get(target)
+        if t is not None:
+            t.monitored_by.pop(ref, None)
+    if flush:
+        for m in list(me.mailbox):
+            if isinstance(m, tuple) and len(m) == 5 and m[0] == "DOWN" and m[1] == ref:
+                me.mailbox.remove(m)
+
+
+def exit(pid: Pid | str, reason: Any) -> None:
+    """Send an exit signal: ``"kill"`` cannot be trapped (the target dies ``killed``);
+    ``"normal"`` is ignored unless trapped; other reasons kill non-trapping targets."""
+    node = current_node()
+    target = node.resolve(pid)
+    if target is None:
+        return
+    me = current_process()
+    sender = me.pid if me is not None else Pid(0, node.node_id)
+    if me is not None and target is me and not me.trap_exit and reason != "normal":
+        raise Exit("killed" if reason == "kill" else reason)
+    node._signal(target, sender, reason, from_link=False)
+
+
+def trap_exit(flag: bool = True) -> bool:
+    """Set the caller's trap_exit flag; returns the previous value."""
+    me = _me()
+    old: bool = me.trap_exit
+    me.trap_exit = flag
+    return old
+
+
+def register(name: str, pid: Pid | None = None) -> None:
+    """Register ``pid`` (default: the caller) under ``name``."""
+    current_node().register(name, pid if pid is not None else self_pid())
+
+
+def unregister(name: str) -> None:
+    current_node().unregister(name)
+
+
+def whereis(name: str) -> Pid | None:
+    return current_node().whereis(name)
+
+
+def registered() -> list[str]:
+    return sorted(current_node().names)
+
+
+def process_info(pid: Pid) -> ProcessInfo | None:
+    """A snapshot of a live process, or None."""
+    return current_node().info(pid)

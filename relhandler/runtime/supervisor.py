@@ -1,0 +1,516 @@
+"""Supervisor: starts, watches and restarts children, OTP-style.
+
+The callback module's ``init(args)`` returns ``("ok", (flags, [child_spec, ...]))`` or
+``"ignore"``::
+
+    flags = {"strategy": "one_for_one", "intensity": 1, "period": 5}
+    spec = {"id": "counter", "start": ("sample_app.counter", "start_link", []),
+            "restart": "permanent", "shutdown": 5000, "type": "worker",
+            "modules": ["sample_app.counter"]}          # or "dynamic"
+
+Strategies ``one_for_one``, ``one_for_all``, ``rest_for_one``, ``simple_one_for_one``.
+More than ``intensity`` restarts within ``period`` seconds: the supervisor terminates its
+children and exits with ``shutdown``. The release handler reads child specs' ``modules`` to
+find which processes an upgrade of a module affects. Code change (``update M supervisor``)
+re-runs the callback module's ``init`` and applies the new flags and specs by id, as OTP does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from relhandler.errors import ProcessError
+from relhandler.runtime import gen_server
+from relhandler.runtime._kernel import Exit, Pid, current_node, current_process
+from relhandler.runtime.process import trap_exit
+
+__all__ = [
+    "Child",
+    "count_children",
+    "delete_child",
+    "get_callback_module",
+    "restart_child",
+    "start",
+    "start_child",
+    "start_link",
+    "terminate_child",
+    "which_children",
+]
+
+log = logging.getLogger("relhandler.runtime.supervisor")
+
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one")
+RESTARTS = ("permanent", "transient", "temporary")
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """``which_children`` row: id, pid (None if not running), type, modules."""
+
+    id: Any
+    pid: Pid | None
+    type: str
+    modules: tuple[str, ...] | str
+
+
+@dataclass(slots=True)
+class _Spec:
+    id: Any
+    start: tuple[str, str, list[Any]]
+    restart: str = "permanent"
+    shutdown: int | str = 5000
+    type: str = "worker"
+    modules: tuple[str, ...] | str = ()
+
+
+@dataclass(slots=True)
+class _Child:
+    spec: _Spec
+    pid: Pid | None = None
+    args: list[Any] | None = None  # simple_one_for_one: the full argument list
+
+
+@dataclass(slots=True)
+class _State:
+    module: str
+    init_args: Any
+    strategy: str = "one_for_one"
+    intensity: int = 1
+    period: float = 5.0
+    children: list[_Child] = field(default_factory=list)
+    restarts: deque[float] = field(default_factory=deque)
+
+
+def _check_spec(raw: Any) -> _Spec:
+    if not isinstance(raw, dict):
+        raise ProcessError(f"child spec must be a dict, got {raw!r}", code="invalid_child_spec")
+    unknown = set(raw) - {"id", "start", "restart", "shutdown", "type", "modules"}
+    if unknown:
+        raise ProcessError(
+            f"child spec has unknown keys {sorted(unknown)}", code="invalid_child_spec"
+        )
+    if "id" not in raw or "start" not in raw:
+        raise ProcessError(f"child spec needs 'id' and 'start': {raw!r}", code="invalid_child_spec")
+    start = raw["start"]
+    if not (isinstance(start, tuple | list) and len(start) == 3):
+        raise ProcessError(
+            f"child {raw['id']!r}: start must be (module, function, args), got {start!r}",
+            code="invalid_mfa",
+        )
+    mod, fun, args = start
+    restart = raw.get("restart", "permanent")
+    if restart not in RESTARTS:
+        raise ProcessError(
+            f"child {raw['id']!r}: invalid restart {restart!r}", code="invalid_restart_type"
+        )
+    shutdown = raw.get("shutdown", 5000 if raw.get("type", "worker") == "worker" else "infinity")
+    if not (
+        shutdown in ("brutal_kill", "infinity") or (isinstance(shutdown, int) and shutdown >= 0)
+    ):
+        raise ProcessError(
+            f"child {raw['id']!r}: invalid shutdown {shutdown!r}", code="invalid_shutdown"
+        )
+    ctype = raw.get("type", "worker")
+    if ctype not in ("worker", "supervisor"):
+        raise ProcessError(
+            f"child {raw['id']!r}: invalid type {ctype!r}", code="invalid_child_type"
+        )
+    mods = raw.get("modules", [mod])
+    if mods != "dynamic":
+        if not isinstance(mods, list | tuple) or not all(isinstance(m, str) for m in mods):
+            raise ProcessError(
+                f"child {raw['id']!r}: invalid modules {mods!r}", code="invalid_modules"
+            )
+        mods = tuple(mods)
+    return _Spec(raw["id"], (str(mod), str(fun), list(args)), restart, shutdown, ctype, mods)
+
+
+def _apply_init(state: _State, result: Any) -> list[_Spec]:
+    if not (isinstance(result, tuple) and len(result) == 2 and result[0] == "ok"):
+        raise ProcessError(
+            f"{state.module}.init returned {result!r}; expected ('ok', (flags, specs))",
+            code="bad_return",
+        )
+    flags, specs = result[1]
+    strategy = flags.get("strategy", "one_for_one")
+    if strategy not in STRATEGIES:
+        raise ProcessError(
+            f"invalid strategy {strategy!r}; use one of {', '.join(STRATEGIES)}",
+            code="invalid_strategy",
+        )
+    intensity = flags.get("intensity", 1)
+    period = flags.get("period", 5)
+    if not isinstance(intensity, int) or intensity < 0:
+        raise ProcessError(f"invalid intensity {intensity!r}", code="invalid_intensity")
+    if not isinstance(period, int | float) or period <= 0:
+        raise ProcessError(f"invalid period {period!r}", code="invalid_period")
+    checked = [_check_spec(s) for s in specs]
+    ids = [s.id for s in checked]
+    if len(set(map(repr, ids))) != len(ids):
+        raise ProcessError(f"duplicate child ids in {ids!r}", code="duplicate_child_name")
+    if strategy == "simple_one_for_one" and len(checked) != 1:
+        raise ProcessError("simple_one_for_one needs exactly one child spec", code="bad_start_spec")
+    state.strategy, state.intensity, state.period = strategy, intensity, float(period)
+    return checked
+
+
+async def _start_spec(spec: _Spec, extra: Sequence[Any] = ()) -> Pid | None:
+    node = current_node()
+    mod, fun, args = spec.start
+    target = (
+        node.code.current(mod)
+        if node.code._locate(mod) or node.code.is_loaded(mod)
+        else __import__(mod, fromlist=["_"])
+    )
+    r = getattr(target, fun)(*args, *extra)
+    if isinstance(r, types.CoroutineType) or asyncio.isfuture(r):
+        r = await r
+    if r is None or r == "ignore":
+        return None
+    if isinstance(r, tuple) and len(r) == 2 and r[0] == "ok":
+        r = r[1]
+    if isinstance(r, tuple) and r and r[0] == "error":
+        raise ProcessError(f"child {spec.id!r} failed to start: {r[1]!r}", code="start_failed")
+    if not isinstance(r, Pid):
+        raise ProcessError(
+            f"child {spec.id!r} start returned {r!r}; expected a Pid", code="start_failed"
+        )
+    return r
+
+
+async def _terminate(child: _Child) -> None:
+    pid = child.pid
+    child.pid = None
+    if pid is None:
+        return
+    node = current_node()
+    p = node.processes.get(pid)
+    me = current_process()
+    if me is not None:
+        me.links.discard(pid)
+        if p is not None:
+            p.links.discard(me.pid)
+    if p is None or p.task is None:
+        return
+    shutdown = child.spec.shutdown
+    if shutdown == "brutal_kill":
+        node._kill(p, "killed")
+        await asyncio.wait([p.task])
+        return
+    node._signal(p, me.pid if me else pid, "shutdown", from_link=False)
+    timeout = None if not isinstance(shutdown, int) else shutdown / 1000.0
+    done, _ = await asyncio.wait([p.task], timeout=timeout)
+    if not done:
+        node._kill(p, "killed")
+        await asyncio.wait([p.task])
+
+
+class _Callbacks:
+    """The supervisor's own gen_server callbacks (not a managed module: not hot-swapped)."""
+
+    @staticmethod
+    async def init(args: tuple[str, Any]) -> Any:
+        module, init_args = args
+        trap_exit(True)
+        node = current_node()
+        state = _State(module, init_args)
+        result = node.code.current(module).init(init_args)
+        if isinstance(result, types.CoroutineType):
+            result = await result
+        if result == "ignore":
+            return "ignore"
+        specs = _apply_init(state, result)
+        if state.strategy == "simple_one_for_one":
+            state.children = [_Child(specs[0])]
+            return ("ok", state)
+        for spec in specs:
+            child = _Child(spec)
+            try:
+                child.pid = await _start_spec(spec)
+            except Exception as e:
+                for c in reversed(state.children):
+                    await _terminate(c)
+                return ("stop", ("shutdown", ("failed_to_start_child", spec.id, repr(e))))
+            state.children.append(child)
+        return ("ok", state)
+
+    @staticmethod
+    async def handle_call(req: Any, from_: Any, state: _State) -> Any:
+        op = req[0]
+        if op == "which_children":
+            return ("reply", _which(state), state)
+        if op == "count_children":
+            kids = _which(state)
+            return (
+                "reply",
+                {
+                    "specs": len(state.children) if state.strategy != "simple_one_for_one" else 1,
+                    "active": sum(1 for c in kids if c.pid is not None),
+                    "supervisors": sum(1 for c in kids if c.type == "supervisor"),
+                    "workers": sum(1 for c in kids if c.type == "worker"),
+                },
+                state,
+            )
+        if op == "get_callback_module":
+            return ("reply", state.module, state)
+        if op == "start_child":
+            return await _call_start_child(state, req[1])
+        if op == "terminate_child":
+            return await _call_terminate_child(state, req[1])
+        if op == "restart_child":
+            return await _call_restart_child(state, req[1])
+        if op == "delete_child":
+            for i, c in enumerate(state.children):
+                if c.spec.id == req[1]:
+                    if c.pid is not None:
+                        return ("reply", ("error", "running"), state)
+                    del state.children[i]
+                    return ("reply", "ok", state)
+            return ("reply", ("error", "not_found"), state)
+        return ("reply", ("error", ("unknown_call", req)), state)
+
+    @staticmethod
+    def handle_cast(msg: Any, state: _State) -> Any:
+        return ("noreply", state)
+
+    @staticmethod
+    async def handle_info(msg: Any, state: _State) -> Any:
+        if isinstance(msg, tuple) and len(msg) == 3 and msg[0] == "EXIT":
+            return await _child_exited(state, msg[1], msg[2])
+        return ("noreply", state)
+
+    @staticmethod
+    async def terminate(reason: Any, state: _State) -> None:
+        for c in reversed(state.children):
+            if state.strategy == "simple_one_for_one":
+                continue
+            await _terminate(c)
+
+    @staticmethod
+    async def code_change(old_vsn: Any, state: _State, extra: Any) -> Any:
+        # OTP: re-run init with the original args; new flags; specs updated by id, new ids
+        # added (not started), vanished ids kept
+        node = current_node()
+        result = node.code.current(state.module).init(state.init_args)
+        if isinstance(result, types.CoroutineType):
+            result = await result
+        if result == "ignore":
+            return ("ok", state)
+        probe = _State(state.module, state.init_args)
+        specs = _apply_init(probe, result)
+        if (probe.strategy == "simple_one_for_one") != (state.strategy == "simple_one_for_one"):
+            raise ProcessError("cannot change to or from simple_one_for_one in code_change")
+        state.strategy, state.intensity, state.period = (
+            probe.strategy,
+            probe.intensity,
+            probe.period,
+        )
+        if state.strategy == "simple_one_for_one":
+            for c in state.children:
+                c.spec = specs[0]
+            return ("ok", state)
+        by_id = {repr(c.spec.id): c for c in state.children}
+        for spec in specs:
+            existing = by_id.get(repr(spec.id))
+            if existing is not None:
+                existing.spec = spec
+            else:
+                state.children.append(_Child(spec))
+        return ("ok", state)
+
+    @staticmethod
+    def get_modules(state: _State) -> list[str]:
+        return [state.module]
+
+
+def _which(state: _State) -> list[Child]:
+    if state.strategy == "simple_one_for_one":
+        return [
+            Child("undefined", c.pid, c.spec.type, c.spec.modules)
+            for c in state.children[1:]
+            if c.pid is not None
+        ]
+    return [Child(c.spec.id, c.pid, c.spec.type, c.spec.modules) for c in state.children]
+
+
+async def _call_start_child(state: _State, arg: Any) -> Any:
+    if state.strategy == "simple_one_for_one":
+        tmpl = state.children[0].spec
+        extra = list(arg) if isinstance(arg, list | tuple) else [arg]
+        try:
+            pid = await _start_spec(tmpl, extra)
+        except Exception as e:
+            return ("reply", ("error", repr(e)), state)
+        if pid is not None:
+            state.children.append(_Child(tmpl, pid, extra))
+        return ("reply", ("ok", pid), state)
+    try:
+        spec = _check_spec(arg)
+    except ProcessError as e:
+        return ("reply", ("error", e.code), state)
+    if any(repr(c.spec.id) == repr(spec.id) for c in state.children):
+        return ("reply", ("error", "already_present"), state)
+    try:
+        pid = await _start_spec(spec)
+    except Exception as e:
+        return ("reply", ("error", repr(e)), state)
+    state.children.append(_Child(spec, pid))
+    return ("reply", ("ok", pid), state)
+
+
+async def _call_terminate_child(state: _State, ident: Any) -> Any:
+    if state.strategy == "simple_one_for_one":
+        for i, c in enumerate(state.children[1:], 1):
+            if c.pid == ident:
+                await _terminate(c)
+                del state.children[i]
+                return ("reply", "ok", state)
+        return ("reply", ("error", "not_found"), state)
+    for c in state.children:
+        if c.spec.id == ident:
+            await _terminate(c)
+            return ("reply", "ok", state)
+    return ("reply", ("error", "not_found"), state)
+
+
+async def _call_restart_child(state: _State, ident: Any) -> Any:
+    for c in state.children:
+        if c.spec.id == ident:
+            if c.pid is not None:
+                return ("reply", ("error", "running"), state)
+            try:
+                c.pid = await _start_spec(c.spec)
+            except Exception as e:
+                return ("reply", ("error", repr(e)), state)
+            return ("reply", ("ok", c.pid), state)
+    return ("reply", ("error", "not_found"), state)
+
+
+def _should_restart(restart: str, reason: Any) -> bool:
+    if restart == "permanent":
+        return True
+    if restart == "temporary":
+        return False
+    normal = reason in ("normal", "shutdown") or (
+        isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown"
+    )
+    return not normal
+
+
+async def _child_exited(state: _State, pid: Pid, reason: Any) -> Any:
+    idx = next((i for i, c in enumerate(state.children) if c.pid == pid), None)
+    if idx is None or (state.strategy == "simple_one_for_one" and idx == 0):
+        # not a child: a linked parent's exit means we stop too
+        raise Exit(reason)
+    child = state.children[idx]
+    child.pid = None
+    if not _should_restart(child.spec.restart, reason):
+        if state.strategy == "simple_one_for_one" or child.spec.restart == "temporary":
+            del state.children[idx]
+        return ("noreply", state)
+    now = time.monotonic()
+    state.restarts.append(now)
+    while state.restarts and now - state.restarts[0] > state.period:
+        state.restarts.popleft()
+    if len(state.restarts) > state.intensity:
+        log.error("supervisor %s: reached max restart intensity; shutting down", state.module)
+        return ("stop", "shutdown", state)
+    try:
+        await _restart(state, idx)
+    except Exception as e:
+        log.error("supervisor %s: restart of %r failed: %r", state.module, child.spec.id, e)
+        return ("stop", "shutdown", state)
+    return ("noreply", state)
+
+
+async def _restart(state: _State, idx: int) -> None:
+    child = state.children[idx]
+    if state.strategy == "simple_one_for_one":
+        child.pid = await _start_spec(child.spec, child.args or [])
+        if child.pid is None:
+            del state.children[idx]
+        return
+    if state.strategy == "one_for_one":
+        child.pid = await _start_spec(child.spec)
+        return
+    affected = state.children if state.strategy == "one_for_all" else state.children[idx:]
+    for c in reversed(affected):
+        if c is not child:
+            await _terminate(c)
+    for c in affected:
+        c.pid = await _start_spec(c.spec)
+
+
+# -- client API ----------------------------------------------------------------------
+
+
+async def start_link(
+    module: str | types.ModuleType, args: Any = None, *, name: str | None = None
+) -> Pid:
+    """Start a supervisor linked to the caller; returns once every child has started."""
+    mod = module if isinstance(module, str) else module.__name__
+    pid = await gen_server._start(
+        mod, (mod, args), name=name, link=True, timeout=None, callbacks=_Callbacks
+    )
+    p = current_node().processes.get(pid) if pid is not None else None
+    if p is not None:
+        p.behaviour = "supervisor"
+    return pid
+
+
+async def start(
+    module: str | types.ModuleType, args: Any = None, *, name: str | None = None
+) -> Pid:
+    """Start a supervisor without a link (tests, tools)."""
+    mod = module if isinstance(module, str) else module.__name__
+    pid = await gen_server._start(
+        mod, (mod, args), name=name, link=False, timeout=None, callbacks=_Callbacks
+    )
+    p = current_node().processes.get(pid) if pid is not None else None
+    if p is not None:
+        p.behaviour = "supervisor"
+    return pid
+
+
+async def start_child(sup: Pid | str, spec_or_args: Any) -> Any:
+    """Add and start a child (a spec; for simple_one_for_one, the extra args).
+    Returns ``("ok", pid)`` or ``("error", reason)``."""
+    return await gen_server.call(sup, ("start_child", spec_or_args), timeout=None)
+
+
+async def terminate_child(sup: Pid | str, ident: Any) -> Any:
+    """Stop a child by id (by pid for simple_one_for_one); its spec is kept."""
+    return await gen_server.call(sup, ("terminate_child", ident), timeout=None)
+
+
+async def restart_child(sup: Pid | str, ident: Any) -> Any:
+    """Start a terminated child again from its spec."""
+    return await gen_server.call(sup, ("restart_child", ident), timeout=None)
+
+
+async def delete_child(sup: Pid | str, ident: Any) -> Any:
+    """Forget a terminated child's spec."""
+    return await gen_server.call(sup, ("delete_child", ident), timeout=None)
+
+
+async def which_children(sup: Pid | str) -> list[Child]:
+    """The children in start order: id, pid (None when not running), type, modules."""
+    r: list[Child] = await gen_server.call(sup, ("which_children",), timeout=None)
+    return r
+
+
+async def count_children(sup: Pid | str) -> dict[str, int]:
+    r: dict[str, int] = await gen_server.call(sup, ("count_children",), timeout=None)
+    return r
+
+
+async def get_callback_module(sup: Pid | str) -> str:
+    r: str = await gen_server.call(sup, ("get_callback_module",), timeout=None)
+    return r

@@ -1,0 +1,328 @@
+"""The sys protocol: suspend, resume, change_code, get_state, replace_state, get_status.
+
+System requests are handled by a behaviour's generic loop *between* callbacks, never inside
+one, and never reorder or drop ordinary messages (they wait in a queue of their own).
+
+Speed by design: every process lives on the node's one event loop, so the batch forms used by
+the release handler act directly on a process that is between callbacks — marking it
+suspended, changing its state, resuming it — with no message round trip. Only a process in
+the middle of a callback must be waited for; it suspends itself when the callback returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from relhandler.errors import NoProcError, SysError
+from relhandler.runtime._kernel import Pid, Process, current_node, fail_future
+
+__all__ = [
+    "SuspendResult",
+    "SysState",
+    "change_code",
+    "change_code_many",
+    "get_modules",
+    "get_state",
+    "get_status",
+    "replace_state",
+    "resume",
+    "resume_many",
+    "suspend",
+    "suspend_many",
+]
+
+
+class SysState:
+    """Per-process sys bookkeeping, owned by a behaviour's generic loop.
+
+    Subclasses (gen_server's loop state) provide ``state``, ``module`` and the
+    ``system_code_change`` / ``modules`` hooks.
+    """
+
+    __slots__ = (
+        "_suspend_waiter",
+        "in_callback",
+        "module",
+        "proc",
+        "requests",
+        "resumed_at",
+        "state",
+        "suspend_requested",
+        "suspended",
+        "suspended_at",
+    )
+
+    def __init__(self, proc: Process, module: str) -> None:
+        self.proc = proc
+        self.module = module
+        self.state: Any = None
+        self.suspended = False
+        self.suspend_requested = False
+        self.in_callback = True  # until init has returned
+        self.requests: deque[tuple[str, Any, asyncio.Future[Any]]] = deque()
+        self._suspend_waiter: asyncio.Future[None] | None = None
+        # per-process pause timing, read by benchmarks (perf_counter seconds)
+        self.suspended_at = 0.0
+        self.resumed_at = 0.0
+
+    # hooks -------------------------------------------------------------------
+    def system_code_change(self, module: str, old_vsn: Any, extra: Any) -> Any:
+        """Return the new state or an awaitable of it; raise on failure."""
+        raise NotImplementedError
+
+    def modules(self) -> list[str]:
+        return [self.module]
+
+    def status(self) -> dict[str, Any]:
+        return {"module": self.module, "state": self.state, "suspended": self.suspended}
+
+    # called by the generic loop ---------------------------------------------
+    def between_callbacks(self) -> None:
+        """The loop reached a point between callbacks: honour a pending suspend."""
+        self.in_callback = False
+        if self.suspend_requested:
+            self.suspend_requested = False
+            self._mark_suspended()
+
+    def _mark_suspended(self) -> None:
+        self.suspended = True
+        self.suspended_at = time.perf_counter()
+        w = self._suspend_waiter
+        self._suspend_waiter = None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def request(self, op: str, arg: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self.proc.node.loop.create_future()
+        self.requests.append((op, arg, fut))
+        self.proc.wake()
+        return fut
+
+    async def handle_requests(self) -> None:
+        """Answer queued system requests (called by the loop between callbacks)."""
+        while self.requests:
+            op, arg, fut = self.requests.popleft()
+            if fut.done():
+                continue
+            try:
+                result = await self._handle(op, arg)
+            except BaseException as e:
+                if not fut.done():
+                    fut.set_exception(e)
+                if not isinstance(e, Exception):
+                    raise
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def _handle(self, op: str, arg: Any) -> Any:
+        if op == "get_state":
+            return self.state
+        if op == "replace_state":
+            new = arg(self.state)
+            if inspect.isawaitable(new):
+                new = await new
+            self.state = new
+            return new
+        if op == "get_status":
+            return self.status()
+        if op == "get_modules":
+            return self.modules()
+        if op == "change_code":
+            if not self.suspended:
+                raise SysError(
+                    f"change_code refused by {self.proc.pid}: the process is not suspended"
+                )
+            module, old_vsn, extra = arg
+            new = self.system_code_change(module, old_vsn, extra)
+            if inspect.isawaitable(new):
+                new = await new
+            self.state = new
+            return None
+        raise SysError(f"unknown system request {op!r}")
+
+
+def _sys_of(node: Any, pid: Pid | str) -> SysState:
+    p = node.resolve(pid)
+    if p is None:
+        raise NoProcError(f"no process {pid}")
+    s = p.sys
+    if not isinstance(s, SysState):
+        raise SysError(f"{p.pid} is not a behaviour process; it has no sys protocol")
+    return s
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendResult:
+    """Outcome of ``suspend_many``: who is suspended now, who was skipped and why."""
+
+    suspended: tuple[Pid, ...]
+    skipped: tuple[tuple[Pid, str], ...]
+
+
+async def suspend_many(pids: Iterable[Pid], timeout: float | None = 5.0) -> SuspendResult:
+    """Suspend behaviour processes in one pass.
+
+    A process between callbacks is marked suspended at once (no round trip); one inside a
+    callback suspends itself when the callback returns, waited for up to ``timeout``. A
+    process that does not make it in time, is dead, or has no sys protocol is skipped
+    (as OTP's release handler does), and its pending suspend is withdrawn.
+    """
+    node = current_node()
+    done: list[Pid] = []
+    skipped: list[tuple[Pid, str]] = []
+    waiting: list[tuple[SysState, asyncio.Future[None]]] = []
+    now = time.perf_counter()
+    for pid in pids:
+        p = node.resolve(pid)
+        if p is None:
+            skipped.append((pid, "noproc"))
+            continue
+        s = p.sys
+        if not isinstance(s, SysState):
+            skipped.append((pid, "not_a_behaviour"))
+            continue
+        if s.suspended:
+            done.append(pid)
+            continue
+        if not s.in_callback:
+            s.suspended = True
+            s.suspended_at = now
+            done.append(pid)
+            continue
+        fut = node.loop.create_future()
+        s.suspend_requested = True
+        s._suspend_waiter = fut
+        waiting.append((s, fut))
+    if waiting:
+        await asyncio.wait([f for _, f in waiting], timeout=timeout)
+        for s, fut in waiting:
+            if fut.done() and s.proc.alive:
+                done.append(s.proc.pid)
+            else:
+                s.suspend_requested = False
+                s._suspend_waiter = None
+                fut.cancel()
+                skipped.append((s.proc.pid, "timeout" if s.proc.alive else "noproc"))
+    return SuspendResult(tuple(done), tuple(skipped))
+
+
+async def change_code_many(
+    pids: Iterable[Pid], module: str, old_vsn: Any, extra: Any, timeout: float | None = None
+) -> list[tuple[Pid, BaseException]]:
+    """Run ``code_change`` for each suspended process in one pass.
+
+    A process whose ``code_change`` raises keeps its old state; the errors are returned.
+    Processes that are gone are skipped.
+    """
+    node = current_node()
+    errors: list[tuple[Pid, BaseException]] = []
+    for pid in pids:
+        p = node.resolve(pid)
+        if p is None:
+            continue
+        s = p.sys
+        if not isinstance(s, SysState) or not s.suspended:
+            errors.append((pid, SysError(f"{pid} is not suspended; change_code refused")))
+            continue
+        try:
+            new = s.system_code_change(module, old_vsn, extra)
+            if inspect.isawaitable(new):
+                new = await asyncio.wait_for(new, timeout)
+        except Exception as e:
+            errors.append((pid, e))
+            continue
+        s.state = new
+    return errors
+
+
+def resume_many(pids: Iterable[Pid]) -> None:
+    """Resume processes in one pass; each wakes if messages queued while it was suspended."""
+    node = current_node()
+    now = time.perf_counter()
+    for pid in pids:
+        p = node.processes.get(pid)
+        if p is None or not isinstance(p.sys, SysState):
+            continue
+        s = p.sys
+        if s.suspended:
+            s.suspended = False
+            s.resumed_at = now
+            p.wake()
+
+
+async def _request(pid: Pid | str, op: str, arg: Any, timeout: float | None) -> Any:
+    node = current_node()
+    s = _sys_of(node, pid)
+    fut = s.request(op, arg)
+    watch = s.proc.add_watcher(
+        lambda reason: fail_future(
+            fut, NoProcError(f"{s.proc.pid} exited ({reason!r}) during {op}")
+        )
+    )
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except TimeoutError as e:
+        raise SysError(
+            f"{s.proc.pid} did not answer {op} within {timeout}s (busy in a callback?)",
+            code="sys_timeout",
+        ) from e
+    finally:
+        s.proc.remove_watcher(watch)
+
+
+async def suspend(pid: Pid | str, timeout: float | None = 5.0) -> None:
+    """Suspend one process after its current callback (typed error on timeout)."""
+    node = current_node()
+    s = _sys_of(node, pid)
+    r = await suspend_many([s.proc.pid], timeout)
+    if not r.suspended:
+        why = r.skipped[0][1] if r.skipped else "unknown"
+        raise SysError(
+            f"suspend of {s.proc.pid} failed: {why} (waited {timeout}s for its callback)",
+            code="sys_timeout" if why == "timeout" else "sys",
+        )
+
+
+async def resume(pid: Pid | str, timeout: float | None = 5.0) -> None:
+    """Resume one process."""
+    node = current_node()
+    s = _sys_of(node, pid)
+    resume_many([s.proc.pid])
+
+
+async def change_code(
+    pid: Pid | str, module: str, old_vsn: Any, extra: Any, timeout: float | None = 5.0
+) -> None:
+    """Ask a suspended process to migrate its state with the current ``code_change``."""
+    await _request(pid, "change_code", (module, old_vsn, extra), timeout)
+
+
+async def get_state(pid: Pid | str, timeout: float | None = 5.0) -> Any:
+    """The behaviour state, read between callbacks."""
+    return await _request(pid, "get_state", None, timeout)
+
+
+async def replace_state(
+    pid: Pid | str, fn: Callable[[Any], Any], timeout: float | None = 5.0
+) -> Any:
+    """Replace the state with ``fn(state)`` between callbacks; returns the new state."""
+    return await _request(pid, "replace_state", fn, timeout)
+
+
+async def get_status(pid: Pid | str, timeout: float | None = 5.0) -> dict[str, Any]:
+    """Module, state and suspension flag of a behaviour process."""
+    r: dict[str, Any] = await _request(pid, "get_status", None, timeout)
+    return r
+
+
+async def get_modules(pid: Pid | str, timeout: float | None = 5.0) -> list[str]:
+    """The callback modules a ``dynamic`` child uses (OTP's ``get_modules``)."""
+    r: list[str] = await _request(pid, "get_modules", None, timeout)
+    return r
