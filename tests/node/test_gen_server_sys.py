@@ -33,7 +33,8 @@ def handle_cast(msg, state):
         from relhandler.runtime import gen_server
         gen_server.reply(state["pending"], 42)
         return ("noreply", {"count": state["count"]})
-    return ("noreply", {**state, "count": state["count"] + 1, "seen": state.get("seen", []) + [msg]})
+    seen = state.get("seen", []) + [msg]
+    return ("noreply", {**state, "count": state["count"] + 1, "seen": seen})
 """
 
 V2 = """
