@@ -25,7 +25,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
 
 
 def json_default(o: Any) -> Any:

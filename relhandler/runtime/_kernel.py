@@ -242,6 +242,10 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self._token = _node_var.set(self)
 
+    def bind(self) -> None:
+        """Make this the current node for the calling task's context (control ops)."""
+        _node_var.set(self)
+
     async def close(self) -> None:
         """Kill every process, wait for them, drop managed modules."""
         if self._closed:

@@ -56,10 +56,11 @@ class From:
 
 
 class _ServerState(SysState):
-    __slots__ = ("callbacks", "timeout")
+    __slots__ = ("callbacks", "parent", "timeout")
 
     def __init__(self, proc: Process, module: str, callbacks: Any) -> None:
         super().__init__(proc, module)
+        self.parent: Pid | None = None  # the start_link caller (its EXIT means terminate)
         # a fixed object for runtime-internal behaviours (supervisor); None = managed module
         self.callbacks = callbacks
         self.timeout: float | None = None
@@ -105,10 +106,13 @@ async def _maybe(r: Any) -> Any:
     return r
 
 
-async def _server_main(module: str, args: Any, callbacks: Any, ready: asyncio.Future[Any]) -> None:
+async def _server_main(
+    module: str, args: Any, callbacks: Any, ready: asyncio.Future[Any], parent: Pid | None
+) -> None:
     proc = current_process()
     assert proc is not None
     srv = _ServerState(proc, module, callbacks)
+    srv.parent = parent
     proc.sys = srv
     proc.behaviour = "gen_server"
     try:
@@ -230,6 +234,15 @@ async def _dispatch(srv: _ServerState, msg: Any, *, is_info: bool = False) -> No
             srv.state = r[2]
             await _stop(srv, r[1])
         await _bad_return(srv, "handle_call", r)
+    if (
+        type(msg) is tuple
+        and len(msg) == 3
+        and msg[0] == "EXIT"
+        and srv.parent is not None
+        and msg[1] == srv.parent
+    ):
+        # OTP: a trapped exit from the parent (the supervisor) ends the server via terminate
+        await _stop(srv, msg[2])
     if not is_info and type(msg) is tuple and len(msg) == 2 and msg[0] == "$gen_cast":
         fn, arg = cb.handle_cast, msg[1]
         name = "handle_cast"
@@ -317,6 +330,7 @@ async def _start(
         args,
         callbacks,
         ready,
+        me.pid if (link and me is not None) else None,
         link=me.pid if (link and me is not None) else None,
         initial_call=f"{mod}:init",
         setup=setup,

@@ -1,0 +1,227 @@
+"""The node program: boot a release root, serve the control socket, shut down in order.
+
+``relhandler start --root DIR`` runs :func:`run_node` in the foreground (logs on stderr);
+``--daemon`` starts the same command detached, logging to ``log/node.log``. SIGTERM,
+SIGINT or ``relhandler stop`` stop the applications in reverse order (terminate callbacks
+run) and exit 0. A node that must restart (``reboot_old``, an emulator restart instruction)
+re-executes itself in the same OS process, booting what start.toml says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from relhandler.control import node_ops
+from relhandler.control.server import ControlServer, ensure_cookie, run_dir
+from relhandler.errors import ReleaseError, UnreachableError
+from relhandler.handler.boot import BootedRelease, boot
+from relhandler.runtime import Node
+from relhandler.runtime.application import AppController
+
+__all__ = ["NodeMain", "check_not_running", "run_node", "start_daemon"]
+
+log = logging.getLogger("relhandler.node")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"relhandler" in cmd
+
+
+def check_not_running(root: Path) -> None:
+    """Refuse a root whose node is alive; clean up what a killed node left behind."""
+    rd = run_dir(root)
+    sock_path = rd / "node.sock"
+    pid_path = rd / "node.pid"
+    if sock_path.exists():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        try:
+            s.connect(str(sock_path))
+        except OSError:
+            pass
+        else:
+            raise ReleaseError(
+                f"a node is already running on {root} (socket {sock_path} answers); "
+                f"stop it first with `relhandler stop --root {root}`",
+                code="already_running",
+            )
+        finally:
+            s.close()
+    if pid_path.exists():
+        try:
+            pid = int(pid_path.read_text().strip() or "0")
+        except ValueError:
+            pid = 0
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            raise ReleaseError(
+                f"a node is already running on {root} (pid {pid} in {pid_path}); "
+                f"stop it first with `relhandler stop --root {root}`",
+                code="already_running",
+            )
+        log.warning("removing stale pid file %s (pid %s is gone)", pid_path, pid)
+        pid_path.unlink(missing_ok=True)
+    if sock_path.exists():
+        log.warning("removing stale control socket %s", sock_path)
+        sock_path.unlink(missing_ok=True)
+
+
+class NodeMain:
+    """One node process: the runtime node, the booted release, the control server."""
+
+    def __init__(self, root: Path, *, release: str | None = None) -> None:
+        self.root = root.resolve()
+        self.requested = release
+        self.node = Node(name=f"relhandler@{self.root}")
+        self.booted: BootedRelease | None = None
+        self._stop = asyncio.Event()
+        self.exit_code = 0
+        self.restart_argv: list[str] | None = None
+        # the release handler attaches its state here (control/release_ops.py)
+        self.handler: Any = None
+
+    @property
+    def release_name(self) -> str | None:
+        return self.booted.release.name if self.booted else None
+
+    @property
+    def release_version(self) -> str | None:
+        return self.booted.release.version if self.booted else None
+
+    def request_stop(self, code: int = 0) -> None:
+        self.exit_code = code
+        asyncio.get_running_loop().call_soon(self._stop.set)
+
+    def request_restart(self) -> None:
+        """Stop in order, then exec a fresh node on this root (boots what start.toml says)."""
+        self.restart_argv = [
+            sys.executable,
+            "-m",
+            "relhandler.cli",
+            "start",
+            "--root",
+            str(self.root),
+        ]
+        self.request_stop(0)
+
+    def _app_died(self, app: str, reason: Any) -> None:
+        log.error("permanent application %s exited (%r): stopping the node", app, reason)
+        self.request_stop(1)
+
+    async def run(self) -> int:
+        check_not_running(self.root)
+        cookie = ensure_cookie(self.root)
+        pid_path = run_dir(self.root) / "node.pid"
+        pid_path.write_text(str(os.getpid()))
+        self.node.activate()
+        AppController(self.node, on_permanent_exit=self._app_died)
+        server: ControlServer | None = None
+        try:
+            self.booted = await boot(self.node, self.root, release=self.requested)
+            ops = node_ops.make_ops(self)
+            try:
+                release_ops = importlib.import_module("relhandler.control.release_ops")
+            except ModuleNotFoundError as e:
+                if e.name != "relhandler.control.release_ops":
+                    raise
+            else:
+                release_ops.register(ops, self)
+            server = ControlServer(self.root, cookie, ops)
+            await server.start()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            log.info(
+                "node up: release %s %s, %d processes, control socket %s",
+                self.release_name,
+                self.release_version,
+                len(self.node.processes),
+                server.path,
+            )
+            await self._stop.wait()
+            log.info("stopping: applications in reverse start order")
+        finally:
+            if server is not None:
+                await server.close()
+            if isinstance(self.node.apps, AppController):
+                await self.node.apps.stop_all()
+            await self.node.close()
+            pid_path.unlink(missing_ok=True)
+        return self.exit_code
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("RELHANDLER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_node(root: Path, *, release: str | None = None) -> int:
+    """Run a node in the foreground until stopped; returns the process exit code."""
+    _setup_logging()
+    main = NodeMain(root, release=release)
+    if importlib.util.find_spec("uvloop") is not None:  # optional faster loop
+        import uvloop  # type: ignore[import-not-found]
+
+        code: int = uvloop.run(main.run())
+    else:
+        code = asyncio.run(main.run())
+    if main.restart_argv is not None:
+        logging.shutdown()
+        os.execv(main.restart_argv[0], main.restart_argv)
+    return code
+
+
+def start_daemon(root: Path, *, release: str | None = None, wait: float = 30.0) -> int:
+    """Start a detached node logging to ``log/node.log``; wait until it answers; its pid."""
+    root = root.resolve()
+    check_not_running(root)
+    log_dir = root / "log"
+    log_dir.mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "relhandler.cli", "start", "--root", str(root)]
+    if release:
+        argv += ["--release", release]
+    with open(log_dir / "node.log", "ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    from relhandler.control.client import Client
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ReleaseError(
+                f"the node exited during start (code {proc.returncode}); "
+                f"see {log_dir / 'node.log'}",
+                code="start_failed",
+            )
+        with contextlib.suppress(UnreachableError), Client(root, timeout=2.0) as c:
+            c.call("ping")
+            return proc.pid
+        time.sleep(0.05)
+    raise ReleaseError(
+        f"the node did not answer within {wait}s; see {log_dir / 'node.log'}", code="start_failed"
+    )

@@ -1,0 +1,137 @@
+"""Node ops served on the control socket: ping, status, stop, reload, purge, which, rpc."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from relhandler.errors import InputError, ProcessError, UsageError
+from relhandler.runtime import Node
+
+if TYPE_CHECKING:
+    from relhandler.control.daemon import NodeMain
+    from relhandler.control.server import Op, Progress
+
+__all__ = ["jsonable", "make_ops"]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` if JSON can carry it (tuples become lists), else its ``repr``."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _module_arg(args: dict[str, Any]) -> str:
+    m = args.get("module")
+    if not isinstance(m, str) or not m:
+        raise UsageError("missing 'module': the dotted name of a managed module")
+    return m
+
+
+def _which(node: Node, name: str) -> dict[str, Any]:
+    return asdict(node.code.which(name))
+
+
+async def run_in_process(node: Node, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` (sync or async) in a fresh process, like OTP's rpc; return its value."""
+    fut: asyncio.Future[Any] = node.loop.create_future()
+
+    async def body() -> None:
+        try:
+            r = fn(*args)
+            if asyncio.iscoroutine(r):
+                r = await r
+            if not fut.done():
+                fut.set_result(r)
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e)
+            raise
+
+    node.spawn(body, initial_call="rpc")
+    return await fut
+
+
+def make_ops(main: NodeMain) -> dict[str, Op]:
+    """The node's own ops; the release handler adds its own to the same dict."""
+    node = main.node
+
+    async def ping(args: dict[str, Any], progress: Progress) -> Any:
+        return {"pong": True, "release": main.release_version, "pid": os.getpid()}
+
+    async def status(args: dict[str, Any], progress: Progress) -> Any:
+        apps = node.apps.which_applications() if node.apps is not None else []
+        return {
+            "root": str(main.root),
+            "pid": os.getpid(),
+            "release": {"name": main.release_name, "version": main.release_version},
+            "applications": [{"name": n, "description": d, "version": v} for n, d, v in apps],
+            "processes": len(node.processes),
+            "uptime_s": round(time.time() - node.started_at, 3),
+            "modules_loaded": len(node.code.all_loaded()),
+        }
+
+    async def stop(args: dict[str, Any], progress: Progress) -> Any:
+        main.request_stop()
+        return {"stopping": True}
+
+    async def reload(args: dict[str, Any], progress: Progress) -> Any:
+        name = _module_arg(args)
+        src = args.get("from")
+        if src is not None and args.get("revert"):
+            raise UsageError("use either --from FILE or --revert, not both")
+        file = None
+        if src is not None:
+            file = Path(str(src))
+            if not file.is_file():
+                raise InputError(f"--from {file}: no such file")
+        node.code.reload(name, file)
+        return _which(node, name)
+
+    async def purge(args: dict[str, Any], progress: Progress) -> Any:
+        name = _module_arg(args)
+        if args.get("soft"):
+            return {"module": name, "purged": node.code.soft_purge(name)}
+        return {"module": name, "killed": node.code.purge(name)}
+
+    async def which(args: dict[str, Any], progress: Progress) -> Any:
+        return _which(node, _module_arg(args))
+
+    async def rpc(args: dict[str, Any], progress: Progress) -> Any:
+        name = _module_arg(args)
+        fun = args.get("function")
+        fargs = args.get("args", [])
+        if not isinstance(fun, str) or not isinstance(fargs, list):
+            raise UsageError("rpc needs 'function' (a name) and 'args' (a JSON array)")
+        try:
+            target = (
+                node.code.live(name)
+                if node.code._locate(name)
+                else __import__(name, fromlist=["_"])
+            )
+            fn = getattr(target, fun)
+        except (ImportError, AttributeError) as e:
+            raise UsageError(f"rpc {name}:{fun}: {e}") from e
+        try:
+            return jsonable(await run_in_process(node, fn, *fargs))
+        except Exception as e:
+            raise ProcessError(
+                f"rpc {name}:{fun} raised {type(e).__name__}: {e}", code="rpc_failed"
+            ) from e
+
+    return {
+        "ping": ping,
+        "status": status,
+        "stop": stop,
+        "reload": reload,
+        "purge": purge,
+        "which": which,
+        "rpc": rpc,
+    }

@@ -1,0 +1,196 @@
+"""The node's control server: a Unix socket, cookie challenge–response, JSON frames.
+
+Every connection is served by its own task, so one slow or silent client never stalls the
+node; a client must authenticate within ``AUTH_TIMEOUT`` seconds. A malformed, oversized,
+unauthenticated or truncated frame closes that connection only and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import secrets
+import socket
+import stat
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from relhandler.control.protocol import auth_response, read_frame, write_frame
+from relhandler.errors import ConfigError, ProtocolError, RelhandlerError
+
+__all__ = ["AUTH_TIMEOUT", "ControlServer", "Op", "Progress", "ensure_cookie", "run_dir"]
+
+log = logging.getLogger("relhandler.control")
+
+AUTH_TIMEOUT = 5.0
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+Op = Callable[[dict[str, Any], Progress], Awaitable[Any]]
+
+
+def run_dir(root: Path) -> Path:
+    return root / "run"
+
+
+def _check_private(path: Path, what: str) -> None:
+    mode = path.stat().st_mode
+    if stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(
+            f"{what} {path} is accessible to group/others (mode {stat.S_IMODE(mode):o}); "
+            f"fix with `chmod {'700' if path.is_dir() else '600'} {path}`",
+            code="insecure_permissions",
+        )
+
+
+def ensure_cookie(root: Path) -> bytes:
+    """Create ``run/`` (0700) and ``run/cookie`` (0600) on first start; refuse loose modes."""
+    rd = run_dir(root)
+    if not rd.exists():
+        rd.mkdir(mode=0o700, parents=True)
+    _check_private(rd, "control directory")
+    cookie = rd / "cookie"
+    if not cookie.exists():
+        fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    _check_private(cookie, "cookie file")
+    return cookie.read_text().strip().encode()
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return int(uid)
+    except OSError:
+        return None
+
+
+class ControlServer:
+    """Serves ``ops`` (name → ``async def op(args, progress)``) on ``<root>/run/node.sock``."""
+
+    def __init__(self, root: Path, cookie: bytes, ops: dict[str, Op]) -> None:
+        self.root = root
+        self.cookie = cookie
+        self.ops = ops
+        self.path = run_dir(root) / "node.sock"
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self._inflight = 0
+
+    async def start(self) -> None:
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        # let requests being answered (e.g. the `stop` that got us here) send their reply
+        for _ in range(200):
+            if not self._inflight:
+                break
+            await asyncio.sleep(0.01)
+        for t in list(self._conns):
+            t.cancel()
+        if self._conns:
+            await asyncio.wait(self._conns, timeout=2)
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        uid = _peer_uid(writer)
+        try:
+            await self._session(reader, writer, uid)
+        except (ProtocolError, ConnectionError, TimeoutError) as e:
+            log.warning("control: closing connection (uid %s): %s", uid, e)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._conns.discard(task)
+            writer.close()
+
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, uid: int | None
+    ) -> None:
+        challenge = secrets.token_hex(32)
+        await write_frame(writer, {"challenge": challenge})
+        hello = await asyncio.wait_for(read_frame(reader), AUTH_TIMEOUT)
+        expected = auth_response(self.cookie, challenge)
+        got = hello.get("auth")
+        if not isinstance(got, str) or not hmac.compare_digest(got, expected):
+            log.warning("control: authentication failed (uid %s)", uid)
+            err = {"code": "auth", "message": "authentication failed: wrong cookie", "exit_code": 3}
+            await write_frame(writer, {"error": err})
+            return
+        await write_frame(writer, {"ok": "authenticated"})
+        while True:
+            try:
+                req = await read_frame(reader)
+            except ProtocolError as e:
+                if "closed in the middle" in str(e) and reader.at_eof():
+                    return
+                raise
+            self._inflight += 1
+            try:
+                await self._handle(req, writer, uid)
+            finally:
+                self._inflight -= 1
+
+    async def _handle(
+        self, req: dict[str, Any], writer: asyncio.StreamWriter, uid: int | None
+    ) -> None:
+        rid = req.get("id")
+        op = req.get("op")
+        args = req.get("args") or {}
+        t0 = time.perf_counter()
+
+        async def progress(event: dict[str, Any]) -> None:
+            await write_frame(writer, {"id": rid, "event": event})
+
+        try:
+            if not isinstance(op, str) or op not in self.ops:
+                raise ProtocolError(
+                    f"unknown op {op!r}; known: {', '.join(sorted(self.ops))}", code="unknown_op"
+                )
+            if not isinstance(args, dict):
+                raise ProtocolError("'args' must be a JSON object")
+            result = await self.ops[op](args, progress)
+            reply: dict[str, Any] = {"id": rid, "ok": result}
+            outcome = "ok"
+        except RelhandlerError as e:
+            reply = {"id": rid, "error": e.to_wire()}
+            outcome = f"error {e.code}"
+        except Exception as e:
+            log.exception("control op %s failed", op)
+            reply = {
+                "id": rid,
+                "error": {
+                    "code": "internal",
+                    "message": f"{type(e).__name__}: {e}",
+                    "exit_code": 1,
+                },
+            }
+            outcome = "internal error"
+        log.info(
+            "control: uid=%s op=%s %s in %.1f ms",
+            uid,
+            op,
+            outcome,
+            (time.perf_counter() - t0) * 1000,
+        )
+        await write_frame(writer, reply)

@@ -1,0 +1,245 @@
+"""The application controller: load, start and stop applications in dependency order.
+
+An application is a package of managed modules plus metadata (the release layer's ``AppSpec``;
+any object with the same attributes works, so the runtime does not import the release layer).
+Its optional ``start`` callback (``"pkg.app:start"``) returns the pid of its top supervisor;
+the same module may define ``stop(state)``, ``prep_stop()`` and
+``config_change(changed, new, removed)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from relhandler.errors import ProcessError
+from relhandler.runtime._kernel import Node, Pid
+
+__all__ = ["AppController", "AppLike", "RunningApp"]
+
+log = logging.getLogger("relhandler.runtime.application")
+
+START_TYPES = ("permanent", "transient", "temporary")
+
+
+class AppLike(Protocol):
+    """What the controller needs to know about an application."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def modules(self) -> Sequence[str]: ...
+    @property
+    def applications(self) -> Sequence[str]: ...
+    @property
+    def start(self) -> str | None: ...
+    @property
+    def env(self) -> Mapping[str, Any]: ...
+    @property
+    def description(self) -> str: ...
+
+
+@dataclass(slots=True)
+class RunningApp:
+    name: str
+    type: str
+    top: Pid | None
+    watch: int | None = None
+
+
+@dataclass(slots=True)
+class _Loaded:
+    spec: AppLike
+    env: dict[str, Any] = field(default_factory=dict)
+
+
+class AppController:
+    """``node.apps``: the applications of the running release."""
+
+    def __init__(self, node: Node, *, on_permanent_exit: Callable[[str, Any], None] | None = None):
+        self.node = node
+        self.loaded: dict[str, _Loaded] = {}
+        self.running: dict[str, RunningApp] = {}
+        self.order: list[str] = []  # start order
+        self.on_permanent_exit = on_permanent_exit
+        node.apps = self
+
+    # -- metadata ----------------------------------------------------------------
+    def load(self, spec: AppLike, env_overrides: Mapping[str, Any] | None = None) -> None:
+        """Load (or replace) an application's spec and env (defaults + sys.toml overrides)."""
+        env = dict(spec.env)
+        env.update(env_overrides or {})
+        self.loaded[spec.name] = _Loaded(spec, env)
+
+    def unload(self, name: str) -> None:
+        if name in self.running:
+            raise ProcessError(f"application {name!r} is running; stop it before unloading")
+        self.loaded.pop(name, None)
+
+    def spec(self, name: str) -> AppLike:
+        try:
+            return self.loaded[name].spec
+        except KeyError:
+            raise ProcessError(f"application {name!r} is not loaded", code="not_loaded") from None
+
+    def get_env(self, app: str, key: str, default: Any = None) -> Any:
+        la = self.loaded.get(app)
+        return default if la is None else la.env.get(key, default)
+
+    def all_env(self, app: str) -> dict[str, Any]:
+        la = self.loaded.get(app)
+        return {} if la is None else dict(la.env)
+
+    def set_env(self, app: str, key: str, value: Any) -> None:
+        self.loaded[app].env[key] = value
+
+    def which_applications(self) -> list[tuple[str, str, str]]:
+        """Running applications as ``(name, description, version)``, most recent first."""
+        return [
+            (n, self.loaded[n].spec.description, self.loaded[n].spec.version)
+            for n in reversed(self.order)
+            if n in self.loaded
+        ]
+
+    def top_supervisor(self, app: str) -> Pid | None:
+        r = self.running.get(app)
+        return None if r is None else r.top
+
+    def start_order(self, names: Sequence[str]) -> list[str]:
+        """``names`` sorted so every app comes after the apps it needs (stable otherwise)."""
+        out: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(n: str) -> None:
+            if n in out:
+                return
+            if n in visiting:
+                raise ProcessError(f"application dependency cycle through {n!r}")
+            visiting.add(n)
+            la = self.loaded.get(n)
+            for dep in la.spec.applications if la else ():
+                if dep in names:
+                    visit(dep)
+            visiting.discard(n)
+            out.append(n)
+
+        for n in names:
+            visit(n)
+        return out
+
+    # -- lifecycle ---------------------------------------------------------------
+    def _start_module(self, name: str) -> tuple[types.ModuleType, str] | None:
+        spec = self.spec(name)
+        if not spec.start:
+            return None
+        mod, _, fun = spec.start.partition(":")
+        return self.node.code.current(mod), fun or "start"
+
+    async def start(self, name: str, type: str = "permanent") -> None:
+        """Start an application whose dependencies are running (OTP: ``application:start``)."""
+        if type not in START_TYPES:
+            raise ProcessError(f"bad start type {type!r}; use one of {', '.join(START_TYPES)}")
+        if name in self.running:
+            return
+        spec = self.spec(name)
+        missing = [d for d in spec.applications if d not in self.running]
+        if missing:
+            raise ProcessError(
+                f"application {name!r} needs {missing[0]!r} started first", code="not_started"
+            )
+        top: Pid | None = None
+        sm = self._start_module(name)
+        if sm is not None:
+            mod, fun = sm
+            r = getattr(mod, fun)()
+            if asyncio.iscoroutine(r):
+                r = await r
+            if isinstance(r, tuple) and len(r) >= 2 and r[0] == "ok":
+                r = r[1]
+            if r is not None and not isinstance(r, Pid):
+                raise ProcessError(f"{spec.start} returned {r!r}; expected the top supervisor pid")
+            top = r
+        ra = RunningApp(name, type, top)
+        if top is not None and top in self.node.processes:
+            ra.watch = self.node.processes[top].add_watcher(
+                lambda reason: self._top_exited(name, reason)
+            )
+        self.running[name] = ra
+        self.order.append(name)
+        log.info("application %s %s started (%s)", name, spec.version, type)
+
+    def _top_exited(self, name: str, reason: Any) -> None:
+        ra = self.running.pop(name, None)
+        if name in self.order:
+            self.order.remove(name)
+        if ra is None:
+            return
+        log.error("application %s exited: %r (type %s)", name, reason, ra.type)
+        normal = reason in ("normal", "shutdown")
+        fatal = ra.type == "permanent" or (ra.type == "transient" and not normal)
+        if fatal and self.on_permanent_exit is not None:
+            self.on_permanent_exit(name, reason)
+
+    async def stop(self, name: str) -> None:
+        """Stop an application: ``prep_stop``, its top supervisor shut down, ``stop``."""
+        ra = self.running.pop(name, None)
+        if name in self.order:
+            self.order.remove(name)
+        if ra is None:
+            return
+        sm = self._start_module(name)
+        if sm is not None and hasattr(sm[0], "prep_stop"):
+            await _maybe(sm[0].prep_stop())
+        if ra.top is not None:
+            p = self.node.processes.get(ra.top)
+            if p is not None:
+                if ra.watch is not None:
+                    p.remove_watcher(ra.watch)
+                self.node._signal(p, Pid(0, self.node.node_id), "shutdown", from_link=False)
+                if p.task is not None:
+                    done, _ = await asyncio.wait([p.task], timeout=30)
+                    if not done:
+                        self.node._kill(p, "killed")
+                        await asyncio.wait([p.task])
+        if sm is not None and hasattr(sm[0], "stop"):
+            try:
+                await _maybe(sm[0].stop(None))
+            except Exception:
+                log.exception("%s stop callback raised", name)
+        log.info("application %s stopped", name)
+
+    async def stop_all(self) -> None:
+        """Stop every running application in reverse start order."""
+        for name in list(reversed(self.order)):
+            await self.stop(name)
+
+    async def change_config(self, new_env: Mapping[str, Mapping[str, Any]]) -> None:
+        """Install new env for each app and call ``config_change(changed, new, removed)``."""
+        for name, la in self.loaded.items():
+            if name not in new_env:
+                continue
+            old, new = la.env, dict(new_env[name])
+            changed = {k: v for k, v in new.items() if k in old and old[k] != v}
+            added = {k: v for k, v in new.items() if k not in old}
+            removed = [k for k in old if k not in new]
+            la.env = new
+            if not (changed or added or removed) or name not in self.running:
+                continue
+            sm = self._start_module(name)
+            if sm is not None and hasattr(sm[0], "config_change"):
+                try:
+                    await _maybe(sm[0].config_change(changed, added, removed))
+                except Exception:
+                    log.exception("%s config_change raised", name)
+
+
+async def _maybe(r: Any) -> Any:
+    if asyncio.iscoroutine(r):
+        return await r
+    return r

@@ -1,0 +1,191 @@
+"""The node as a separate OS process, driven through the real CLI and control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.fxapp import COUNTER, fx_app
+from tests.fixtures.mkroot import NodeProc, cli, make_root, start_node
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    make_root(r, "fx", "1.0.0", [fx_app(terminate_file=str(tmp_path / "terminated.txt"))])
+    return r
+
+
+@pytest.fixture
+def node(root: Path) -> Iterator[NodeProc]:
+    n = start_node(root)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+def rpc(root: Path, target: str, *args: object) -> object:
+    r = cli("rpc", target, json.dumps(list(args)), "--root", str(root), "--json", check=True)
+    return json.loads(r.stdout)
+
+
+def test_boot_status_and_orderly_stop(root: Path, node: NodeProc) -> None:
+    st = json.loads(cli("status", "--root", str(root), "--json", check=True).stdout)
+    assert st["release"] == {"name": "fx", "version": "1.0.0"}
+    assert [a["name"] for a in st["applications"]] == ["fx_app"]
+    assert st["processes"] >= 2  # supervisor + counter
+    assert rpc(root, "fx_app.api:incr") == 1
+    r = cli("stop", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert node.proc.wait(30) == 0
+    assert (root.parent / "terminated.txt").read_text() == "terminated shutdown n=1\n"
+    assert not (root / "run" / "node.sock").exists()
+    assert cli("ping", "--root", str(root)).returncode == 3
+
+
+def test_reload_after_edit_changes_behaviour_same_pid(root: Path, node: NodeProc) -> None:
+    pid = rpc(root, "fx_app.api:counter_pid")
+    assert rpc(root, "fx_app.api:greet", "Alice") == "Hello, Alice!"
+    rpc(root, "fx_app.api:incr")
+    (root / "lib/fx_app-1.0.0/fx_app/counter.py").write_text(COUNTER.format(greeting="Howdy"))
+    cli("reload", "fx_app.counter", "--root", str(root), check=True)
+    assert rpc(root, "fx_app.api:greet", "Alice") == "Howdy, Alice!"
+    assert rpc(root, "fx_app.api:counter_pid") == pid
+    assert rpc(root, "fx_app.api:get") == {"n": 1}
+
+
+def test_reload_from_patched_file_then_revert(root: Path, node: NodeProc, tmp_path: Path) -> None:
+    pid = rpc(root, "fx_app.api:counter_pid")
+    patched = tmp_path / "counter_debug.py"
+    patched.write_text(
+        COUNTER.format(greeting="Hello").replace(
+            '    if req[0] == "greet":\n',
+            '    if req[0] == "greet":\n'
+            "        import logging; logging.getLogger('debug').warning('DEBUG greet %s', req)\n",
+        )
+    )
+    cli("reload", "fx_app.counter", "--from", str(patched), "--root", str(root), check=True)
+    assert rpc(root, "fx_app.api:greet", "Bob") == "Hello, Bob!"
+    assert "DEBUG greet ('greet', 'Bob')" in node.log_text()
+    w = json.loads(cli("which", "fx_app.counter", "--root", str(root), "--json", check=True).stdout)
+    assert w["current_file"] == str(patched)
+    cli("reload", "fx_app.counter", "--revert", "--root", str(root), check=True)
+    rpc(root, "fx_app.api:greet", "Carol")
+    assert "DEBUG greet ('greet', 'Carol')" not in node.log_text()
+    assert rpc(root, "fx_app.api:counter_pid") == pid
+
+
+def _raw(root: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(str(root / "run" / "node.sock"))
+    return s
+
+
+def _frame(obj: object) -> bytes:
+    body = json.dumps(obj).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def _closed(s: socket.socket) -> bool:
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, TimeoutError):
+        return True
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["wrong_cookie", "no_auth_garbage", "oversized", "cut_in_half", "not_json_object"],
+)
+def test_bad_clients_are_refused_and_node_keeps_state(
+    root: Path, node: NodeProc, attack: str
+) -> None:
+    rpc(root, "fx_app.api:incr")
+    s = _raw(root)
+    s.recv(4096)  # the challenge
+    if attack == "wrong_cookie":
+        s.sendall(_frame({"auth": "00" * 32}))
+    elif attack == "no_auth_garbage":
+        s.sendall(b"\x00\x00\x00\x05hello")
+    elif attack == "oversized":
+        s.sendall(struct.pack(">I", (1 << 20) + 1) + b"x" * 100)
+    elif attack == "cut_in_half":
+        s.sendall(_frame({"auth": "ab" * 32})[:10])
+        s.shutdown(socket.SHUT_WR)
+    elif attack == "not_json_object":
+        s.sendall(_frame([1, 2, 3]))
+    assert _closed(s)
+    s.close()
+    assert rpc(root, "fx_app.api:get") == {"n": 1}
+
+
+def test_world_readable_cookie_or_run_dir_refused_at_start(root: Path, node: NodeProc) -> None:
+    cli("stop", "--root", str(root), check=True)
+    node.proc.wait(30)
+    cookie = root / "run" / "cookie"
+    os.chmod(cookie, 0o644)
+    r = cli("start", "--root", str(root))
+    assert r.returncode == 2
+    assert "chmod 600" in r.stderr
+    os.chmod(cookie, 0o600)
+    os.chmod(root / "run", 0o755)
+    r = cli("start", "--root", str(root))
+    assert r.returncode == 2
+    assert "chmod 700" in r.stderr
+
+
+def test_slow_and_parallel_clients_do_not_stall_the_node(root: Path, node: NodeProc) -> None:
+    silent = _raw(root)  # connects, sends nothing
+    results: list[int] = []
+
+    def client() -> None:
+        for _ in range(3):
+            results.append(cli("rpc", "fx_app.api:incr", "[]", "--root", str(root)).returncode)
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    assert cli("ping", "--root", str(root)).returncode == 0
+    ping_s = time.monotonic() - t0
+    for t in threads:
+        t.join()
+    assert results == [0] * 6
+    assert rpc(root, "fx_app.api:get") == {"n": 6}
+    silent.close()
+    assert ping_s < 30  # a stalled node would hang until the client's timeout
+
+
+def test_kill9_then_start_again_and_second_start_refused(root: Path, node: NodeProc) -> None:
+    r = cli("start", "--root", str(root))
+    assert r.returncode == 1
+    assert "already running" in r.stderr
+    node.kill9()
+    assert (root / "run" / "node.sock").exists()  # left behind by the killed node
+    again = start_node(root)
+    try:
+        assert rpc(root, "fx_app.api:get") == {"n": 0}
+    finally:
+        again.close()
+
+
+def test_wrong_cookie_client_gets_exit_3(root: Path, node: NodeProc) -> None:
+    (root / "run" / "cookie").write_text("not-the-cookie")
+    r = cli("ping", "--root", str(root))
+    assert r.returncode == 3
+    assert "refused the cookie" in r.stderr
