@@ -167,7 +167,7 @@ def instruction(draw: st.DrawFn, mod: str) -> Any:
 
 @st.composite
 def script(draw: st.DrawFn) -> list[Any]:
-    mods = draw(st.lists(st.sampled_from(MODS + ["nope"]), min_size=0, max_size=5))
+    mods = draw(st.lists(st.sampled_from([*MODS, "nope"]), min_size=0, max_size=5))
     out = [draw(instruction(m)) for m in mods]
     if draw(st.booleans()) and draw(st.integers(0, 4)) == 0:
         out.insert(
@@ -235,8 +235,8 @@ def _valid_order(out: list[Any], scripts: list[list[Any]], mode: str) -> bool:
 
     for m, ds in deps.items():
         for d in ds:
-            if m in pos and d in pos and m != d and not reaches(d, m):
-                # acyclic edge m→d: up loads d first, dn loads m first
-                if (mode == "up") != (pos[d] < pos[m]):
-                    return False
+            # an acyclic edge m→d: up loads d first, dn loads m first
+            acyclic = m in pos and d in pos and m != d and not reaches(d, m)
+            if acyclic and (mode == "up") != (pos[d] < pos[m]):
+                return False
     return True
