@@ -1,0 +1,125 @@
+"""Offline commands: new, build, deploy."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from relhandler.cli._app import app
+from relhandler.cli._node import JsonOpt
+from relhandler.cli._output import command, console, emit
+from relhandler.errors import UsageError
+from relhandler.handler.unpack import deploy as do_deploy
+from relhandler.release.build import build as do_build
+
+__all__ = ["build", "deploy", "new"]
+
+
+def _render_tree(dst: Path, name: str, pkg: str) -> list[Path]:
+    src = resources.files("relhandler") / "templates" / "project"
+    written: list[Path] = []
+
+    def walk(node: resources.abc.Traversable, rel: Path) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            if child.name == "__pycache__":
+                continue
+            out_name = child.name.replace("__pkg__", pkg)
+            if child.is_dir():
+                walk(child, rel / out_name)
+            else:
+                text = child.read_text().replace("{{name}}", name).replace("{{pkg}}", pkg)
+                p = dst / rel / out_name
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(text)
+                written.append(p)
+
+    walk(src, Path())
+    return written
+
+
+@app.command()
+@command
+def new(
+    name: Annotated[str, typer.Argument(help="Project (and release) name, e.g. chat-hub.")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to create it (default: ./NAME).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a release project: pyproject, an app with a GenServer and a supervisor, tests.
+
+    Example: relhandler new chat-hub && cd chat-hub && relhandler build
+    """
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+        raise UsageError(f"{name!r} is not a valid project name (letters, digits, - and _)")
+    pkg = name.replace("-", "_").lower()
+    dst = (directory or Path(name)).resolve()
+    if dst.exists() and any(dst.iterdir()):
+        raise UsageError(f"{dst} exists and is not empty; pick another --dir")
+    written = _render_tree(dst, name, pkg)
+    emit(
+        {"project": str(dst), "package": pkg, "files": [str(p) for p in written]},
+        json_out=json_out,
+        human=lambda: console.print(
+            f"created {dst} (app {pkg}); next: cd {dst} && relhandler build"
+        ),
+    )
+
+
+@app.command()
+@command
+def build(
+    project: Annotated[
+        Path, typer.Option(help="Project directory (with pyproject.toml).")
+    ] = Path(),
+    out: Annotated[
+        Path | None, typer.Option(help="Output dir (default: PROJECT/_build/rel).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build the release directory and its reproducible tarball.
+
+    Example: SOURCE_DATE_EPOCH=1700000000 relhandler build --project . --json
+    """
+    if sys.stderr.isatty() and not json_out:
+        with console.status("building release…"):
+            res = do_build(project, out)
+    else:
+        res = do_build(project, out)
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res).items()}
+
+    def human() -> None:
+        t = Table("release", "version", "tarball", "size", "sha256")
+        t.add_row(res.name, res.version, str(res.tarball), f"{res.size:,}", res.sha256[:16] + "…")
+        console.print(t)
+
+    emit(data, json_out=json_out, human=human)
+
+
+@app.command()
+@command
+def deploy(
+    tarball: Annotated[Path, typer.Argument(help="A release tarball from `relhandler build`.")],
+    root: Annotated[Path, typer.Option("--root", help="The release root to create.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """First install on a host (no node needed): verify, extract, mark permanent.
+
+    Example: relhandler deploy sample-1.0.0.tar.gz --root /srv/sample
+    """
+    res = do_deploy(tarball.resolve(), root.resolve())
+    emit(
+        asdict(res),
+        json_out=json_out,
+        human=lambda: console.print(
+            f"deployed {res.name} {res.version} into {root}; "
+            f"start it with `relhandler start --root {root}`"
+        ),
+    )

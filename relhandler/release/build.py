@@ -1,0 +1,168 @@
+"""``relhandler build``: a release directory and a reproducible tarball from a project.
+
+Output: ``<out>/<release>/`` with the release-root layout (formats.md §2) and
+``<out>/<release>-<vsn>.tar.gz`` beside it. Building a new version into the same out dir
+keeps the earlier versions, so ``relup --from OLD`` finds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from relhandler.errors import ConfigError
+from relhandler.release.config import BuildConfig, read_config
+from relhandler.release.model import (
+    AppSpec,
+    ReleaseApp,
+    ReleaseSpec,
+    dump_app,
+    dump_release,
+    dump_sys,
+    load_toml,
+    parse_sys,
+)
+from relhandler.release.tarball import sha256sums, tree_files, write_tarball
+
+__all__ = ["BuildResult", "build", "release_dirs", "write_release_files"]
+
+_SKIP = {"__pycache__"}
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What a build produced (the ``--json`` output)."""
+
+    name: str
+    version: str
+    release_root: Path
+    tarball: Path
+    sha256: str
+    size: int
+    apps: tuple[str, ...]
+    deps: str | None
+
+
+def _copy_package(src: Path, dst: Path) -> None:
+    for p in sorted(src.rglob("*")):
+        rel = p.relative_to(src)
+        if any(part in _SKIP for part in rel.parts) or p.suffix == ".pyc":
+            continue
+        if p.is_symlink():
+            raise ConfigError(f"{p}: symlinks are not allowed in an application package")
+        target = dst / rel
+        if p.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif p.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, target)
+
+
+def _bundle_deps(cfg: BuildConfig, lib: Path) -> str | None:
+    """pip-install the project's dependencies from wheels into a content-addressed lib dir."""
+    if not cfg.include_deps or not cfg.dependencies:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "site"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--target",
+            str(target),
+            *cfg.dependencies,
+        ]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise ConfigError(
+                f"[project].dependencies: pip could not install them from wheels: {last} — "
+                f"provide wheels (PIP_FIND_LINKS=DIR) or set include_deps = false"
+            )
+        for junk in list(target.rglob("__pycache__")):
+            shutil.rmtree(junk, ignore_errors=True)
+        for p in list(target.rglob("direct_url.json")):
+            p.unlink()  # holds the absolute path it was installed from
+        h = hashlib.sha256()
+        for f in tree_files(target, ["."]):
+            h.update(f.encode() + b"\0" + hashlib.sha256((target / f).read_bytes()).digest())
+        name = f"deps-{h.hexdigest()[:16]}"
+        dest = lib / name
+        if not dest.exists():
+            lib.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(target, dest)
+        return name
+
+
+def release_dirs(rel: ReleaseSpec) -> list[str]:
+    """The directories (relative to the root) a release's tarball holds."""
+    dirs = [f"releases/{rel.version}", *(f"lib/{a.dir_name}" for a in rel.apps)]
+    if rel.deps:
+        dirs.append(f"lib/{rel.deps}")
+    return dirs
+
+
+def write_release_files(root: Path, rel: ReleaseSpec) -> None:
+    """(Re)write ``SHA256SUMS`` for everything the release's tarball will hold."""
+    sums_path = root / "releases" / rel.version / "SHA256SUMS"
+    sums_path.unlink(missing_ok=True)
+    files = tree_files(root, release_dirs(rel))
+    sums_path.write_text(sha256sums(root, files))
+
+
+def build(project_dir: Path, out_dir: Path | None = None) -> BuildResult:
+    """Build the release of ``project_dir``; returns where everything went."""
+    cfg = read_config(project_dir)
+    out = (out_dir or cfg.project_dir / "_build" / "rel").resolve()
+    root = out / cfg.name
+    lib = root / "lib"
+    rel_dir = root / "releases" / cfg.version
+    if rel_dir.exists():
+        shutil.rmtree(rel_dir)  # rebuilding the same version replaces it
+    rel_dir.mkdir(parents=True)
+    for app in cfg.apps:
+        d = lib / f"{app.name}-{app.version}"
+        if d.exists():
+            shutil.rmtree(d)
+        _copy_package(app.path, d / app.package)
+        if app.appup is not None:
+            shutil.copyfile(app.appup, d / f"{app.name}.appup.toml")
+        spec = AppSpec(
+            app.name, app.version, app.modules, app.applications, app.start, dict(app.env)
+        )
+        (d / "app.toml").write_text(dump_app(spec))
+    deps = _bundle_deps(cfg, lib)
+    rel = ReleaseSpec(
+        cfg.name,
+        cfg.version,
+        cfg.python,
+        tuple(ReleaseApp(a.name, a.version, a.type) for a in cfg.apps),  # type: ignore[arg-type]
+        deps,
+    )
+    (rel_dir / "release.toml").write_text(dump_release(rel))
+    if cfg.config is not None:
+        sys_cfg = parse_sys(load_toml(cfg.config), str(cfg.config))
+        (rel_dir / "sys.toml").write_text(dump_sys(sys_cfg))
+    write_release_files(root, rel)
+    tarball = write_tarball(root, release_dirs(rel), out / f"{cfg.name}-{cfg.version}.tar.gz")
+    data = tarball.read_bytes()
+    return BuildResult(
+        cfg.name,
+        cfg.version,
+        root,
+        tarball,
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+        tuple(a.name for a in cfg.apps),
+        deps,
+    )

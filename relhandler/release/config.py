@@ -1,0 +1,295 @@
+"""``[tool.relhandler]`` in ``pyproject.toml`` → the build configuration (formats.md §1).
+
+Every problem is collected and reported together, each as ``pyproject.toml:LINE: key: what
+is wrong — how to fix it`` (the line is found by searching the file for the key).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from relhandler.errors import ConfigError
+
+__all__ = ["AppConfig", "BuildConfig", "discover_modules", "read_config"]
+
+RELEASE_KEYS = {"name", "version", "python", "applications", "include_deps", "config"}
+APP_KEYS = {"path", "version", "start", "applications", "env", "appup"}
+START_TYPES = ("permanent", "transient", "temporary", "load", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """One application to build."""
+
+    name: str
+    version: str
+    path: Path  # the package directory
+    modules: tuple[str, ...]
+    start: str | None = None
+    applications: tuple[str, ...] = ()
+    env: Mapping[str, Any] = field(default_factory=dict)
+    appup: Path | None = None
+    type: str = "permanent"
+
+    @property
+    def package(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True, slots=True)
+class BuildConfig:
+    """A release project's build configuration."""
+
+    project_dir: Path
+    name: str
+    version: str
+    python: str
+    apps: tuple[AppConfig, ...]
+    include_deps: bool = False
+    dependencies: tuple[str, ...] = ()
+    config: Path | None = None
+
+
+def discover_modules(pkg_dir: Path) -> tuple[str, ...]:
+    """Every ``.py`` below a package directory, as dotted module names, sorted by path."""
+    out = []
+    base = pkg_dir.name
+    for p in sorted(pkg_dir.rglob("*.py")):
+        rel = p.relative_to(pkg_dir)
+        if "__pycache__" in rel.parts:
+            continue
+        parts = [base, *rel.with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out.append(".".join(parts))
+    return tuple(out)
+
+
+class _Problems:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.items: list[str] = []
+
+    def line_of(self, section: str, key: str | None) -> int | None:
+        sec_re = re.compile(
+            r"^\s*\[\s*" + re.escape(section).replace(r"\.", r"\s*\.\s*") + r"\s*\]"
+        )
+        start = None
+        for i, line in enumerate(self.lines):
+            if sec_re.match(line):
+                start = i
+                break
+        if start is None:
+            return None
+        if key is None:
+            return start + 1
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+        for j in range(start + 1, len(self.lines)):
+            if self.lines[j].lstrip().startswith("["):
+                break
+            if key_re.match(self.lines[j]):
+                return j + 1
+        return start + 1
+
+    def add(self, section: str, key: str | None, msg: str) -> None:
+        line = self.line_of(section, key)
+        where = f"{self.path.name}:{line}" if line else self.path.name
+        dotted = f"{section}.{key}" if key else section
+        self.items.append(f"{where}: {dotted}: {msg}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            msg = (
+                self.items[0]
+                if len(self.items) == 1
+                else (f"{len(self.items)} problems: " + "; ".join(self.items))
+            )
+            raise ConfigError(msg, details={"problems": self.items, "file": str(self.path)})
+
+
+def _valid_version(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        Version(v)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def read_config(project_dir: Path) -> BuildConfig:
+    """Read and validate ``project_dir/pyproject.toml``; raises ``ConfigError``."""
+    project_dir = project_dir.resolve()
+    path = project_dir / "pyproject.toml"
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text)
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"{path}: not found; run `relhandler build` in a project directory "
+            f"or create one with `relhandler new NAME`"
+        ) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e} — fix the TOML syntax") from e
+    pb = _Problems(path, text)
+    project = data.get("project", {})
+    tool = data.get("tool", {}).get("relhandler")
+    if not isinstance(tool, dict):
+        raise ConfigError(
+            f"{path.name}: no [tool.relhandler] table; add [tool.relhandler.release] "
+            f'with applications = ["your_app"]'
+        )
+    for k in sorted(set(tool) - {"release", "apps"}):
+        pb.add("tool.relhandler", k, "unknown key; allowed: release, apps")
+    rel = tool.get("release", {})
+    if not isinstance(rel, dict):
+        pb.add("tool.relhandler", "release", "must be a table")
+        rel = {}
+    for k in sorted(set(rel) - RELEASE_KEYS):
+        pb.add(
+            "tool.relhandler.release", k, f"unknown key; allowed: {', '.join(sorted(RELEASE_KEYS))}"
+        )
+    name = rel.get("name", project.get("name"))
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or ""):
+        pb.add(
+            "tool.relhandler.release",
+            "name",
+            f"{name!r} is not a valid release name (letters, digits, . _ -)",
+        )
+    version = rel.get("version", project.get("version"))
+    if not _valid_version(version):
+        pb.add(
+            "tool.relhandler.release",
+            "version",
+            f'{version!r} is not a valid PEP 440 version; use e.g. "1.0.0"',
+        )
+    python = rel.get("python", project.get("requires-python", ">=3.11"))
+    try:
+        SpecifierSet(str(python))
+    except InvalidSpecifier:
+        pb.add(
+            "tool.relhandler.release",
+            "python",
+            f'{python!r} is not a version specifier; use e.g. ">=3.11"',
+        )
+    app_names = rel.get("applications")
+    if (
+        not isinstance(app_names, list)
+        or not app_names
+        or not all(isinstance(a, str) for a in app_names)
+    ):
+        pb.add(
+            "tool.relhandler.release",
+            "applications",
+            'must be a non-empty array of application names, e.g. ["my_app"]',
+        )
+        app_names = []
+    include_deps = rel.get("include_deps", False)
+    if not isinstance(include_deps, bool):
+        pb.add("tool.relhandler.release", "include_deps", "must be true or false")
+        include_deps = False
+    deps = project.get("dependencies", [])
+    for d in deps if isinstance(deps, list) else []:
+        try:
+            Requirement(d)
+        except InvalidRequirement:
+            pb.add("project", "dependencies", f"{d!r} is not a valid requirement")
+    cfg_path = None
+    if "config" in rel:
+        cfg_path = project_dir / str(rel["config"])
+        if not cfg_path.is_file():
+            pb.add(
+                "tool.relhandler.release",
+                "config",
+                f"{rel['config']!r} does not exist; create it or remove the key",
+            )
+    apps_tbl = tool.get("apps", {})
+    if not isinstance(apps_tbl, dict):
+        pb.add("tool.relhandler", "apps", "must be a table of [tool.relhandler.apps.NAME]")
+        apps_tbl = {}
+    for extra in sorted(set(apps_tbl) - set(app_names)):
+        pb.add(
+            f"tool.relhandler.apps.{extra}",
+            None,
+            f"application {extra!r} is configured but not in release.applications; "
+            f"add it there or remove the table",
+        )
+    apps: list[AppConfig] = []
+    module_owner: dict[str, str] = {}
+    for an in app_names:
+        sec = f"tool.relhandler.apps.{an}"
+        a = apps_tbl.get(an, {})
+        if not isinstance(a, dict):
+            pb.add(sec, None, "must be a table")
+            continue
+        for k in sorted(set(a) - APP_KEYS):
+            pb.add(sec, k, f"unknown key; allowed: {', '.join(sorted(APP_KEYS))}")
+        pkg = project_dir / str(a.get("path", an))
+        if not (pkg / "__init__.py").is_file():
+            pb.add(
+                sec,
+                "path",
+                f"{pkg} is not a package directory (no __init__.py); "
+                f'set path = "src/{an}" or create it',
+            )
+            continue
+        av = a.get("version", version)
+        if not _valid_version(av):
+            pb.add(sec, "version", f"{av!r} is not a valid PEP 440 version")
+        env = a.get("env", {})
+        if not isinstance(env, dict):
+            pb.add(sec, "env", "must be a table")
+            env = {}
+        needs = a.get("applications", [])
+        if not isinstance(needs, list) or not all(isinstance(x, str) for x in needs):
+            pb.add(sec, "applications", "must be an array of application names")
+            needs = []
+        for dep in needs:
+            if dep not in app_names:
+                pb.add(
+                    sec,
+                    "applications",
+                    f"needs {dep!r}, which is not in the release; add it to release.applications",
+                )
+        start = a.get("start")
+        if start is not None and (not isinstance(start, str) or ":" not in start):
+            pb.add(sec, "start", f'{start!r} must look like "package.module:function"')
+        appup = pkg / str(a.get("appup", f"{an}.appup.toml"))
+        if "appup" in a and not appup.is_file():
+            pb.add(sec, "appup", f"{appup} does not exist")
+        mods = discover_modules(pkg)
+        for m in mods:
+            if m in module_owner:
+                pb.add(
+                    sec,
+                    "path",
+                    f"module {m!r} is also in application "
+                    f"{module_owner[m]!r}; a module belongs to one application",
+                )
+            module_owner[m] = an
+        apps.append(
+            AppConfig(
+                an, str(av), pkg, mods, start, tuple(needs), env, appup if appup.is_file() else None
+            )
+        )
+    pb.raise_if_any()
+    return BuildConfig(
+        project_dir,
+        str(name),
+        str(version),
+        str(python),
+        tuple(apps),
+        include_deps,
+        tuple(deps),
+        cfg_path,
+    )

@@ -1,0 +1,12 @@
+"""The callbacks are plain functions over plain data: test them directly."""
+
+from {{pkg}} import server
+
+
+def test_init_and_count():
+    assert server.init(None) == ("ok", {"count": 0})
+    assert server.handle_call("count", None, {"count": 3}) == ("reply", 3, {"count": 3})
+
+
+def test_code_change_keeps_state():
+    assert server.code_change("0.1.0", {"count": 1}, []) == ("ok", {"count": 1})
