@@ -1,0 +1,222 @@
+"""Planning commands: relup, appup generate, check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.tree import Tree
+
+from relhandler.cli._app import app
+from relhandler.cli._node import JsonOpt
+from relhandler.cli._output import command, console, emit, err_console
+from relhandler.errors import ConfigError, RelhandlerError, UsageError
+from relhandler.release.appup import read_appup
+from relhandler.release.appup_gen import generate_appup, render_appup
+from relhandler.release.build import release_dirs, write_release_files
+from relhandler.release.plan import ReleaseSource, open_release, plan_relup
+from relhandler.release.relup import Relup, dump_relup, read_relup
+from relhandler.release.tarball import write_tarball
+
+__all__ = ["appup_generate", "check", "relup"]
+
+appup_app = typer.Typer(help="Appup tools.", no_args_is_help=True)
+app.add_typer(appup_app, name="appup")
+
+
+def _rel_dir(rel_dir: Path | None) -> Path:
+    if rel_dir is not None:
+        return rel_dir.resolve()
+    base = Path("_build/rel")
+    roots = [p for p in base.glob("*") if p.is_dir() and (p / "releases").is_dir()]
+    if len(roots) != 1:
+        raise UsageError("give --rel-dir (the built release root, e.g. _build/rel/NAME)")
+    return roots[0].resolve()
+
+
+def _source(root: Path, vsn: str, tarballs: list[Path]) -> ReleaseSource:
+    for t in tarballs:
+        if t.name.endswith(f"-{vsn}.tar.gz"):
+            return open_release(tarball=t.resolve())
+    return open_release(root=root, version=vsn)
+
+
+def _tree(r: Relup) -> Tree:
+    tree = Tree(f"[bold]relup {r.version}[/]")
+    for title, entries, key in (("up", r.up, "from"), ("down", r.down, "to")):
+        for e in entries:
+            br = tree.add(f"{title} {key} {e.vsn}")
+            for i in e.instructions:
+                br.add(" ".join(map(str, i)) if isinstance(i, list) else str(i))
+    return tree
+
+
+@app.command()
+@command
+def relup(
+    to: Annotated[str, typer.Option("--to", help="The new release version.")],
+    from_: Annotated[list[str], typer.Option("--from", help="An old version (repeatable).")],
+    rel_dir: Annotated[
+        Path | None, typer.Option(help="Built release root (default: the one in _build/rel).")
+    ] = None,
+    from_tarball: Annotated[
+        list[Path] | None, typer.Option(help="Old release tarballs (CI artefacts).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write releases/TO/relup.toml and rewrite the TO tarball to carry it.
+
+    Example: relhandler relup --to 2.0.0 --from 1.0.0 --from-tarball sample-1.0.0.tar.gz
+    """
+    root = _rel_dir(rel_dir)
+    new = open_release(root=root, version=to)
+    olds = [_source(root, v, from_tarball or []) for v in from_]
+    plan = plan_relup(new, olds)
+    path = root / "releases" / to / "relup.toml"
+    path.write_text(dump_relup(plan.relup))
+    write_release_files(root, new.spec)
+    tarball = write_tarball(
+        root, release_dirs(new.spec), root.parent / f"{new.spec.name}-{to}.tar.gz"
+    )
+    for w in plan.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    result: dict[str, Any] = {
+        "relup": str(path),
+        "tarball": str(tarball),
+        "warnings": list(plan.warnings),
+        "up": {e.vsn: list(e.instructions) for e in plan.relup.up},
+        "down": {e.vsn: list(e.instructions) for e in plan.relup.down},
+    }
+    emit(result, json_out=json_out, human=lambda: console.print(_tree(plan.relup)))
+
+
+@appup_app.command("generate")
+@command
+def appup_generate(
+    from_: Annotated[str, typer.Option("--from", help="Old release version.")],
+    to: Annotated[str, typer.Option("--to", help="New release version.")],
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this application.")] = None,
+    rel_dir: Annotated[Path | None, typer.Option(help="Built release root.")] = None,
+    from_tarball: Annotated[Path | None, typer.Option(help="The old release's tarball.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write here (one app only).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a starting appup for each application that changed between two releases.
+
+    Example: relhandler appup generate --from 1.0.0 --to 2.0.0 --app sample_app
+    """
+    root = _rel_dir(rel_dir)
+    new = open_release(root=root, version=to)
+    old = _source(root, from_, [from_tarball] if from_tarball else [])
+    docs: dict[str, str] = {}
+    for a in new.spec.apps:
+        if app_name and a.name != app_name:
+            continue
+        oa = old.spec.app(a.name)
+        if oa is None or oa.version == a.version:
+            continue
+        doc = generate_appup(
+            old.apps[a.name], old.lib_dir(a.name), new.apps[a.name], new.lib_dir(a.name)
+        )
+        docs[a.name] = render_appup(doc, oa.version)
+    if app_name and app_name not in docs:
+        raise UsageError(f"application {app_name!r} did not change between {from_} and {to}")
+    if out is not None:
+        if len(docs) != 1:
+            raise UsageError("--out needs exactly one changed application (use --app)")
+        out.write_text(next(iter(docs.values())))
+    def human() -> None:
+        for n, t in docs.items():
+            console.print(f"# {n}\n{t}", markup=False, highlight=False)
+
+    emit(docs, json_out=json_out, human=human)
+
+
+@app.command()
+@command
+def check(
+    version: Annotated[str, typer.Option("--vsn", help="The release version to check.")],
+    rel_dir: Annotated[Path | None, typer.Option(help="Built release root.")] = None,
+    strict: Annotated[bool, typer.Option(help="Uncovered changes are errors.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate a built release: apps, appups, relup, coverage of changed modules; print the plan.
+
+    Example: relhandler check --vsn 2.0.0 --strict
+    """
+    root = _rel_dir(rel_dir)
+    problems: list[str] = []
+    warnings: list[str] = []
+    new = open_release(root=root, version=version)
+    owners: dict[str, str] = {}
+    for name, spec in new.apps.items():
+        for m in spec.modules:
+            if m in owners:
+                problems.append(f"module {m!r} is in both {owners[m]!r} and {name!r}")
+            owners[m] = name
+        appup_path = new.lib_dir(name) / f"{name}.appup.toml"
+        if appup_path.exists():
+            try:
+                a = read_appup(appup_path)
+                if a.version != spec.version:
+                    warnings.append(
+                        f"{appup_path}: version {a.version} ≠ app version {spec.version}"
+                    )
+            except RelhandlerError as err:
+                problems.append(err.message)
+    relup_path = root / "releases" / version / "relup.toml"
+    relup_doc: Relup | None = None
+    if relup_path.exists():
+        try:
+            relup_doc = read_relup(relup_path)
+        except RelhandlerError as err:
+            problems.append(err.message)
+    if relup_doc is not None:
+        for e in relup_doc.up:
+            try:
+                old = open_release(root=root, version=e.vsn)
+            except ConfigError:
+                warnings.append(f"release {e.vsn} is not in {root}; coverage not checked")
+                continue
+            named = {
+                str(i[1])
+                for i in e.instructions
+                if isinstance(i, list) and i[0] in ("load", "remove") and len(i) > 1
+            }
+            for name, spec in new.apps.items():
+                oa = old.apps.get(name)
+                if oa is None or oa.version == spec.version:
+                    continue
+                gen = generate_appup(oa, old.lib_dir(name), spec, new.lib_dir(name))
+                for instr in gen["up"][0]["instructions"]:
+                    if instr[1] not in named:
+                        msg = (
+                            f"{name} {oa.version}→{spec.version}: module {instr[1]!r} "
+                            f"changed but no relup instruction loads or removes it"
+                        )
+                        (problems if strict else warnings).append(msg)
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    result = {
+        "version": version,
+        "problems": problems,
+        "warnings": warnings,
+        "relup": None
+        if relup_doc is None
+        else {
+            "up": {e.vsn: list(e.instructions) for e in relup_doc.up},
+            "down": {e.vsn: list(e.instructions) for e in relup_doc.down},
+        },
+    }
+
+    def human() -> None:
+        if relup_doc is not None:
+            console.print(_tree(relup_doc))
+        for p in problems:
+            err_console.print(f"[red]problem:[/] {p}")
+        console.print("ok" if not problems else f"{len(problems)} problem(s)")
+
+    emit(result, json_out=json_out, human=human)
+    if problems:
+        raise typer.Exit(1)
