@@ -126,6 +126,7 @@ def appup_generate(
         if len(docs) != 1:
             raise UsageError("--out needs exactly one changed application (use --app)")
         out.write_text(next(iter(docs.values())))
+
     def human() -> None:
         for n, t in docs.items():
             console.print(f"# {n}\n{t}", markup=False, highlight=False)

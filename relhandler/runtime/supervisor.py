@@ -36,6 +36,7 @@ __all__ = [
     "count_children",
     "delete_child",
     "get_callback_module",
+    "peek_children",
     "restart_child",
     "start",
     "start_child",
@@ -328,6 +329,19 @@ class _Callbacks:
     @staticmethod
     def get_modules(state: _State) -> list[str]:
         return [state.module]
+
+
+def peek_children(pid: Pid) -> list[Child]:
+    """A supervisor's children read directly from its state, with no message round trip.
+
+    Safe on the node's loop even while the supervisor is suspended or busy: the release
+    handler uses it to find the processes an upgrade affects (OTP asks ``which_children``).
+    """
+    p = current_node().processes.get(pid)
+    if p is None or p.behaviour != "supervisor" or p.sys is None:
+        return []
+    state = p.sys.state
+    return _which(state) if isinstance(state, _State) else []
 
 
 def _which(state: _State) -> list[Child]:

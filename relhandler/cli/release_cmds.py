@@ -1,0 +1,256 @@
+"""Release handler commands: unpack, install, make-permanent, upgrade, downgrade, releases,
+remove, reboot-old."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from relhandler.cli._app import app
+from relhandler.cli._node import JsonOpt, RootOpt, node_call
+from relhandler.cli._output import command, console, emit
+
+__all__ = [
+    "downgrade",
+    "install",
+    "make_permanent",
+    "reboot_old",
+    "releases",
+    "remove",
+    "unpack",
+    "upgrade",
+]
+
+SuspendOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds to wait for each process to suspend (overrides the relup's timeouts)."
+    ),
+]
+CodeChangeOpt = Annotated[float | None, typer.Option(help="Seconds allowed per code_change.")]
+LONG = 3600.0  # installs over many processes take a while; the node answers when done
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    t = Table("name", "version", "status", "apps")
+    for r in rows:
+        style = {"permanent": "bold green", "current": "bold cyan", "old": "dim"}.get(
+            r["status"], ""
+        )
+        t.add_row(
+            r["name"],
+            r["version"],
+            f"[{style}]{r['status']}[/]" if style else r["status"],
+            ", ".join(r["apps"]),
+        )
+    return t
+
+
+def _install_args(
+    vsn: str,
+    suspend_timeout: float | None,
+    code_change_timeout: float | None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"version": vsn, "dry_run": dry_run}
+    if suspend_timeout is not None:
+        args["suspend_timeout"] = suspend_timeout
+    if code_change_timeout is not None:
+        args["code_change_timeout"] = code_change_timeout
+    return args
+
+
+def _show_then(res: dict[str, Any], vsn: str) -> None:
+    _show_install(res)
+    console.print(f"{vsn} is permanent")
+
+
+def _show_install(res: dict[str, Any]) -> None:
+    if res.get("dry_run"):
+        for s in res["steps"]:
+            line = " ".join(map(str, s["instruction"]))
+            console.print(f"{s['index']:>3}  {line}", markup=False, highlight=False)
+            for m, pids in (s.get("processes") or {}).items():
+                console.print(
+                    f"       {m}: {len(pids)} process(es) {' '.join(pids[:8])}"
+                    f"{' …' if len(pids) > 8 else ''}",
+                    markup=False,
+                )
+        return
+    if res.get("restart"):
+        console.print(f"installing {res['version']}: the node restarts on it")
+        return
+    console.print(
+        f"installed {res['version']} (from {res['from']}, {res['mode']}) in "
+        f"{res['ms']:.1f} ms, {len(res['steps'])} steps"
+    )
+
+
+@app.command()
+@command
+def releases(root: RootOpt = None, json_out: JsonOpt = False) -> None:
+    """Name, version and status of every release the node knows.
+
+    Example: relhandler releases --root /srv/sample
+    """
+    rows = node_call(root, "releases", json_out=json_out)
+    emit(rows, json_out=json_out, human=lambda: console.print(_table(rows)))
+
+
+@app.command()
+@command
+def unpack(
+    tarball: Annotated[Path, typer.Argument(help="Release tarball.")],
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify and unpack a release next to the running one (status unpacked).
+
+    Example: relhandler unpack sample-2.0.0.tar.gz --root /srv/sample
+    """
+    res = node_call(
+        root, "unpack", {"tarball": str(tarball.resolve())}, json_out=json_out, timeout=LONG
+    )
+    emit(
+        res,
+        json_out=json_out,
+        human=lambda: console.print(
+            f"release {res['version']} {'already ' if res['already'] else ''}unpacked"
+        ),
+    )
+
+
+@app.command()
+@command
+def install(
+    version: Annotated[str, typer.Argument(help="The release to upgrade or downgrade to.")],
+    root: RootOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan and the processes it touches; change nothing.")
+    ] = False,
+    suspend_timeout: SuspendOpt = None,
+    code_change_timeout: CodeChangeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upgrade or downgrade the running node to VERSION (rolled back in place on failure).
+
+    Example: relhandler install 2.0.0 --dry-run
+    """
+    res = node_call(
+        root,
+        "install",
+        _install_args(version, suspend_timeout, code_change_timeout, dry_run),
+        json_out=json_out,
+        timeout=LONG,
+    )
+    emit(res, json_out=json_out, human=lambda: _show_install(res))
+
+
+@app.command("make-permanent")
+@command
+def make_permanent(
+    version: Annotated[str, typer.Argument(help="The current release.")],
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make the current release permanent: the node boots it from now on.
+
+    Example: relhandler make-permanent 2.0.0
+    """
+    res = node_call(root, "make_permanent", {"version": version}, json_out=json_out)
+    emit(res, json_out=json_out, human=lambda: console.print(f"{version} is permanent"))
+
+
+@app.command()
+@command
+def upgrade(
+    tarball: Annotated[Path, typer.Argument(help="Release tarball to upgrade to.")],
+    root: RootOpt = None,
+    suspend_timeout: SuspendOpt = None,
+    code_change_timeout: CodeChangeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Unpack + install + make-permanent in one step (for pipelines).
+
+    Example: relhandler upgrade sample-2.0.0.tar.gz --root /srv/sample --json
+    """
+    u = node_call(
+        root, "unpack", {"tarball": str(tarball.resolve())}, json_out=json_out, timeout=LONG
+    )
+    vsn = u["version"]
+    i = node_call(
+        root,
+        "install",
+        _install_args(vsn, suspend_timeout, code_change_timeout),
+        json_out=json_out,
+        timeout=LONG,
+    )
+    p = node_call(root, "make_permanent", {"version": vsn}, json_out=json_out)
+    emit(
+        {"unpack": u, "install": i, "make_permanent": p},
+        json_out=json_out,
+        human=lambda: _show_then(i, vsn),
+    )
+
+
+@app.command()
+@command
+def downgrade(
+    version: Annotated[str, typer.Argument(help="The older release to go back to.")],
+    root: RootOpt = None,
+    suspend_timeout: SuspendOpt = None,
+    code_change_timeout: CodeChangeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Install an older release and make it permanent.
+
+    Example: relhandler downgrade 1.0.0 --root /srv/sample
+    """
+    i = node_call(
+        root,
+        "install",
+        _install_args(version, suspend_timeout, code_change_timeout),
+        json_out=json_out,
+        timeout=LONG,
+    )
+    p = node_call(root, "make_permanent", {"version": version}, json_out=json_out)
+    emit(
+        {"install": i, "make_permanent": p}, json_out=json_out, human=lambda: _show_then(i, version)
+    )
+
+
+@app.command()
+@command
+def remove(
+    version: Annotated[str, typer.Argument(help="An unpacked or old release.")],
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a release that is neither current nor permanent, and lib dirs no other uses.
+
+    Example: relhandler remove 1.0.0
+    """
+    res = node_call(root, "remove", {"version": version}, json_out=json_out)
+    emit(
+        res,
+        json_out=json_out,
+        human=lambda: console.print(f"removed {version} ({len(res['removed_lib_dirs'])} lib dirs)"),
+    )
+
+
+@app.command("reboot-old")
+@command
+def reboot_old(
+    version: Annotated[str, typer.Argument(help="An old release.")],
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Make an old release permanent and restart the node on it.
+
+    Example: relhandler reboot-old 1.0.0
+    """
+    res = node_call(root, "reboot_old", {"version": version}, json_out=json_out)
+    emit(res, json_out=json_out, human=lambda: console.print(f"restarting on {version}"))

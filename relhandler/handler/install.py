@@ -1,0 +1,551 @@
+"""The evaluator of low-level relup instructions (OTP's ``release_handler_1``), with an undo
+log: a failure after the point of no return is rolled back in place.
+
+Before the point of no return everything is read and checked: ``load_object_code`` compiles
+the new code (a syntax error fails here), the old-process check runs, and the *preflight*
+runs every ``code_change`` of the plan on a deep copy of each affected process's state. After
+it, each step records what it changes; on any error the module table, the process states,
+the code path and the application specs are put back, every suspended process is resumed,
+and the error names the instruction and the process.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import time
+import types
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relhandler.errors import InstallError, ReleaseError, RelhandlerError
+from relhandler.release._systools_rc import RcError, check_op
+from relhandler.release.relup import describe_reason
+from relhandler.runtime import Node, Pid
+from relhandler.runtime import sys as rsys
+from relhandler.runtime.application import AppController
+from relhandler.runtime.code import Prepared, Snapshot
+from relhandler.runtime.supervisor import peek_children
+from relhandler.terms import from_term, to_term
+
+__all__ = [
+    "AFTER_PNR",
+    "InstallOptions",
+    "InstallResult",
+    "Installer",
+    "find_processes",
+]
+
+log = logging.getLogger("relhandler.install")
+
+AFTER_PNR = {
+    "load",
+    "remove",
+    "purge",
+    "suspend",
+    "resume",
+    "code_change",
+    "stop",
+    "start",
+    "sync_nodes",
+    "apply",
+    "restart_emulator",
+    "point_of_no_return",
+}
+DEFAULT_SUSPEND = 5.0
+
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class InstallOptions:
+    """``install_release`` options; timeouts in seconds (None = infinity)."""
+
+    suspend_timeout: float | None = None
+    code_change_timeout: float | None = None
+    dry_run: bool = False
+
+
+@dataclass(slots=True)
+class InstallResult:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    unpurged: dict[str, str] = field(default_factory=dict)
+    restart: bool = False
+    touched: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _tag(i: Any) -> str:
+    return i if isinstance(i, str) else str(i[0])
+
+
+def _text(i: Any) -> str:
+    return " ".join(map(str, from_term(i)))
+
+
+def find_processes(node: Node) -> list[tuple[Pid | None, Any, Pid, list[str]]]:
+    """``(supervisor, child id, pid, modules)`` for every process in the running apps'
+    supervision trees (otp/semantics.md §7), read directly on the loop."""
+    out: list[tuple[Pid | None, Any, Pid, list[str]]] = []
+    apps = node.apps
+    if not isinstance(apps, AppController):
+        return out
+
+    def walk(sup: Pid) -> None:
+        for c in peek_children(sup):
+            if c.pid is None or c.pid not in node.processes:
+                continue
+            if c.modules == "dynamic":
+                s = node.processes[c.pid].sys
+                mods = list(s.modules()) if isinstance(s, rsys.SysState) else []
+            else:
+                mods = list(c.modules)
+            out.append((sup, c.id, c.pid, mods))
+            if c.type == "supervisor":
+                walk(c.pid)
+
+    for name in list(apps.order):
+        top = apps.top_supervisor(name)
+        if top is None or top not in node.processes:
+            continue
+        s = node.processes[top].sys
+        out.append((None, None, top, [s.module] if isinstance(s, rsys.SysState) else []))
+        walk(top)
+    return out
+
+
+def _pids_for(node: Node, mod: str) -> list[Pid]:
+    seen: dict[Pid, None] = {}
+    for _sup, _id, pid, mods in find_processes(node):
+        if mod in mods:
+            seen[pid] = None
+    return list(seen)
+
+
+@dataclass(slots=True)
+class _Undo:
+    snapshot: Snapshot | None = None
+    path: list[Path] = field(default_factory=list)
+    specs: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: dict[Pid, Any] = field(default_factory=dict)
+    suspended: list[Pid] = field(default_factory=list)
+    started_apps: list[str] = field(default_factory=list)
+    stopped_apps: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Installer:
+    """Evaluates one relup script on a node.
+
+    ``lib_dir(app, vsn)`` gives the directory of an application version (the target
+    release's); ``new_specs`` / ``new_env`` are the target release's app specs and env,
+    installed at the point of no return.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        script: Sequence[Any],
+        *,
+        mode: str,
+        lib_dir: Callable[[str, str], Path],
+        new_path: list[Path],
+        new_specs: Sequence[Any],
+        new_env: dict[str, dict[str, Any]],
+        options: InstallOptions,
+        progress: Progress | None = None,
+    ) -> None:
+        self.node = node
+        self.terms = [to_term(i, f"relup instruction {k}") for k, i in enumerate(script)]
+        self.mode = mode
+        self.lib_dir = lib_dir
+        self.new_path = new_path
+        self.new_specs = new_specs
+        self.new_env = new_env
+        self.opts = options
+        self.progress = progress
+        self.prepared: dict[str, Prepared] = {}
+        self.old_vsn: dict[str, Any] = {}
+        self.suspended: dict[str, list[Pid]] = {}
+        self.stopped: dict[str, list[tuple[Pid, Any]]] = {}
+        self.undo = _Undo()
+        self.result = InstallResult()
+
+    # -- checks before the point of no return ------------------------------------------
+    def _split(self) -> tuple[list[Any], list[Any]]:
+        if "point_of_no_return" in self.terms:
+            k = self.terms.index("point_of_no_return")
+            return self.terms[:k], self.terms[k:]
+        return [], self.terms
+
+    def check(self) -> None:
+        """Syntax, old processes, object code, applies before the pnr: nothing changes."""
+        for k, i in enumerate(self.terms):
+            try:
+                check_op(i)
+            except RcError as e:
+                raise InstallError(
+                    f"relup instruction {k} {_text(i)}: {describe_reason(e.reason)}"
+                ) from None
+        before, after = self._split()
+        for i in after:
+            if _tag(i) not in AFTER_PNR:
+                raise InstallError(
+                    f"illegal instruction after point_of_no_return: {_text(i)}",
+                    code="illegal_instruction_after_point_of_no_return",
+                )
+        code = self.node.code
+        for i in self.terms:
+            if _tag(i) in ("load", "remove") and i[1][1] == "soft_purge":
+                m = i[1][0]
+                if code.has_old(m) and code.old_code_users(m):
+                    users = ", ".join(map(str, code.old_code_users(m)))
+                    raise InstallError(
+                        f"module {m!r} still has processes in its old code ({users}) and its "
+                        f"pre-purge is soft_purge; wait for them or `relhandler purge {m}`",
+                        code="old_processes",
+                    )
+        for i in before:
+            if _tag(i) == "load_object_code":
+                app, vsn, mods = i[1]
+                base = self.lib_dir(app, vsn)
+                for m in mods:
+                    path = _module_file(base, m)
+                    if path is None:
+                        raise InstallError(
+                            f"no such file for module {m!r} of {app} {vsn} in {base}",
+                            code="no_such_file",
+                        )
+                    self.prepared[m] = code.prepare(m, path)
+
+    async def run_before_pnr(self) -> None:
+        before, _ = self._split()
+        for i in before:
+            if _tag(i) == "apply":
+                try:
+                    await self._apply(i)
+                except RelhandlerError:
+                    raise
+                except Exception as e:
+                    raise InstallError(
+                        f"apply {_text(i)} before point_of_no_return raised "
+                        f"{type(e).__name__}: {e}",
+                        code="apply_failed",
+                    ) from e
+
+    def preflight(self) -> list[dict[str, Any]]:
+        """Run each planned code_change on a deep copy of each affected process's state."""
+        failures: list[dict[str, Any]] = []
+        code = self.node.code
+        scratch: dict[str, types.ModuleType] = {}
+        loaded_before: set[str] = set()
+        for k, i in enumerate(self.terms):
+            tag = _tag(i)
+            if tag == "load":
+                loaded_before.add(i[1][0])
+            if tag != "code_change":
+                continue
+            mode = i[1] if len(i) == 3 else "up"
+            for mod, extra in i[-1]:
+                pids = _pids_for(self.node, mod)
+                if mod in loaded_before and mod in self.prepared:
+                    fn_mod = scratch.get(mod)
+                    if fn_mod is None:
+                        fn_mod = _scratch_module(self.prepared[mod])
+                        scratch[mod] = fn_mod
+                else:
+                    fn_mod = code.current(mod) if code.is_loaded(mod) else None
+                if fn_mod is None:
+                    continue
+                vsn = self._code_change_vsn(mode, mod, before_load=mod not in loaded_before)
+                for pid in pids:
+                    p = self.node.processes.get(pid)
+                    if p is None or not isinstance(p.sys, rsys.SysState):
+                        continue
+                    try:
+                        fn = getattr(fn_mod, "code_change", None)
+                        if fn is None:
+                            raise ReleaseError(f"{mod} has no code_change")
+                        r = fn(vsn, copy.deepcopy(p.sys.state), extra)
+                        if isinstance(r, types.CoroutineType):
+                            r.close()  # async code_change: not run by the preflight
+                            continue
+                        if not (isinstance(r, tuple) and len(r) == 2 and r[0] == "ok"):
+                            raise ReleaseError(f"code_change returned {r!r}")
+                    except Exception as e:
+                        failures.append(
+                            {
+                                "instruction": k,
+                                "module": mod,
+                                "pid": str(pid),
+                                "error": f"{type(e).__name__}: {e}",
+                            }
+                        )
+        return failures
+
+    def _code_change_vsn(self, mode: str, mod: str, *, before_load: bool) -> Any:
+        if mode == "down":
+            p = self.prepared.get(mod)
+            return ("down", p.vsn if p is not None else None)
+        return self.node.code.vsn(mod) if before_load else self.old_vsn.get(mod)
+
+    def dry_run(self) -> list[dict[str, Any]]:
+        """Every instruction with the processes its suspend/code_change would touch."""
+        out = []
+        for k, i in enumerate(self.terms):
+            row: dict[str, Any] = {"index": k, "instruction": from_term(i)}
+            if _tag(i) == "suspend":
+                mods = [x[0] if isinstance(x, tuple) else x for x in i[1]]
+                row["processes"] = {m: [str(p) for p in _pids_for(self.node, m)] for m in mods}
+            elif _tag(i) == "code_change":
+                row["processes"] = {m: [str(p) for p in _pids_for(self.node, m)] for m, _ in i[-1]}
+            out.append(row)
+        return out
+
+    # -- evaluation ----------------------------------------------------------------------
+    async def execute(self, crash_after: int | None = None) -> InstallResult:
+        """Evaluate the script from the point of no return; roll back on failure."""
+        _, after = self._split()
+        offset = len(self.terms) - len(after)
+        for n, i in enumerate(after):
+            k = offset + n
+            t0 = time.perf_counter()
+            try:
+                await self._step(i)
+            except Exception as e:
+                cause = e.message if isinstance(e, RelhandlerError) else f"{type(e).__name__}: {e}"
+                log.error(
+                    "install failed at instruction %d (%s): %s; rolling back", k, _text(i), cause
+                )
+                await self.rollback()
+                raise InstallError(
+                    f"instruction {k} ({_text(i)}) failed: {cause}; rolled back in place, the "
+                    f"node still runs the old release",
+                    details={
+                        "instruction": k,
+                        "text": _text(i),
+                        **(e.details if isinstance(e, RelhandlerError) else {}),
+                    },
+                ) from e
+            ms = (time.perf_counter() - t0) * 1000
+            step = {"index": k, "instruction": _text(i), "ms": round(ms, 3)}
+            self.result.steps.append(step)
+            log.info("install step %d %s: %.2f ms", k, _text(i), ms)
+            if self.progress is not None:
+                await self.progress({"message": f"[{k + 1}/{len(self.terms)}] {_text(i)}", **step})
+            if crash_after is not None and k == crash_after:
+                os.kill(os.getpid(), signal.SIGKILL)  # test hook: crash right after step k
+        return self.result
+
+    async def _step(self, i: Any) -> None:
+        tag = _tag(i)
+        code = self.node.code
+        if tag == "point_of_no_return":
+            self._at_point_of_no_return()
+        elif tag == "load":
+            mod, _pre, post = i[1]
+            self._snap()
+            self.old_vsn[mod] = code.vsn(mod)
+            code.load_prepared(self.prepared[mod])
+            self._after_load(mod, post)
+        elif tag == "remove":
+            mod, _pre, post = i[1]
+            self._snap()
+            self.old_vsn[mod] = code.vsn(mod)
+            code.purge(mod)
+            code.delete(mod)
+            self._after_load(mod, post)
+        elif tag == "purge":
+            self._snap()
+            for m in i[1]:
+                code.purge(m)
+        elif tag == "suspend":
+            await self._suspend(i[1])
+        elif tag == "resume":
+            for m in i[1]:
+                pids = self.suspended.get(m, [])
+                rsys.resume_many(pids)
+                self.undo.suspended = [p for p in self.undo.suspended if p not in pids]
+        elif tag == "code_change":
+            mode = i[1] if len(i) == 3 else "up"
+            for mod, extra in i[-1]:
+                await self._code_change(mode, mod, extra)
+        elif tag == "apply":
+            await self._apply(i)
+        elif tag == "stop":
+            await self._stop(i[1])
+        elif tag == "start":
+            await self._start(i[1])
+        elif tag == "sync_nodes":
+            pass  # one node: every peer has reached the barrier (see docs/release-handler.md)
+        elif tag == "restart_emulator":
+            self.result.restart = True
+        else:  # pragma: no cover - check() refused it already
+            raise InstallError(f"illegal instruction {_text(i)}")
+
+    def _snap(self) -> None:
+        if self.undo.snapshot is None:
+            self.undo.snapshot = self.node.code.snapshot()
+
+    def _at_point_of_no_return(self) -> None:
+        self._snap()
+        apps = self.node.apps
+        self.undo.path = list(self.node.code.path)
+        self.node.code.set_path(self.new_path)
+        if isinstance(apps, AppController):
+            for name, la in apps.loaded.items():
+                self.undo.specs[name] = la.spec
+                self.undo.env[name] = dict(la.env)
+            for spec in self.new_specs:
+                apps.load(spec, self.new_env.get(spec.name))
+
+    def _after_load(self, mod: str, post: str) -> None:
+        code = self.node.code
+        if code.has_old(mod) and not code.soft_purge(mod):
+            self.result.unpurged[mod] = post
+
+    async def _suspend(self, entries: list[Any]) -> None:
+        for e in entries:
+            mod, t = e if isinstance(e, tuple) else (e, "default")
+            if self.opts.suspend_timeout is not None:
+                timeout: float | None = self.opts.suspend_timeout
+            elif t == "default":
+                timeout = DEFAULT_SUSPEND
+            elif t == "infinity":
+                timeout = None
+            else:
+                timeout = float(t) / 1000.0
+            pids = [p for p in _pids_for(self.node, mod) if p not in self.undo.suspended]
+            res = await rsys.suspend_many(pids, timeout)
+            self.suspended.setdefault(mod, []).extend(res.suspended)
+            self.undo.suspended.extend(res.suspended)
+            self.result.touched.setdefault(mod, []).extend(str(p) for p in res.suspended)
+            late = [(p, why) for p, why in res.skipped if why == "timeout"]
+            if late:
+                pid = late[0][0]
+                raise InstallError(
+                    f"process {pid} ({mod}) did not suspend within {timeout}s (busy in a "
+                    f"callback); raise the instruction's timeout or --suspend-timeout",
+                    code="suspend_timeout",
+                    details={"pid": str(pid), "module": mod},
+                )
+
+    async def _code_change(self, mode: str, mod: str, extra: Any) -> None:
+        pids = self.suspended.get(mod, [])
+        if not pids:
+            return
+        vsn = self._code_change_vsn(mode, mod, before_load=mod not in self.old_vsn)
+        for pid in pids:
+            p = self.node.processes.get(pid)
+            if p is not None and isinstance(p.sys, rsys.SysState) and pid not in self.undo.states:
+                self.undo.states[pid] = p.sys.state
+        errors = await rsys.change_code_many(pids, mod, vsn, extra, self.opts.code_change_timeout)
+        if errors:
+            pid, err = errors[0]
+            raise InstallError(
+                f"code_change of {mod} in process {pid} raised {type(err).__name__}: {err}"
+                + (f" (and {len(errors) - 1} more processes)" if len(errors) > 1 else ""),
+                code="code_change_failed",
+                details={"pid": str(pid), "module": mod, "failed": len(errors)},
+            )
+
+    async def _apply(self, i: Any) -> None:
+        mod, fun, args = i[1]
+        apps = self.node.apps
+        if mod == "application" and isinstance(apps, AppController):
+            name = args[0]
+            if fun == "start":
+                await apps.start(name, args[1] if len(args) > 1 else "permanent")
+                self.undo.started_apps.append(name)
+            elif fun == "stop":
+                ra = apps.running.get(name)
+                if ra is not None:
+                    self.undo.stopped_apps.append((name, ra.type))
+                await apps.stop(name)
+            elif fun == "unload":
+                apps.loaded.pop(name, None)
+            elif fun != "load":
+                raise InstallError(f"unknown application function {fun!r}")
+            return
+        code = self.node.code
+        target = (
+            code.current(mod)
+            if code.is_loaded(mod) or code._locate(mod)
+            else (__import__(mod, fromlist=["_"]))
+        )
+        r = getattr(target, fun)(*args)
+        if isinstance(r, types.CoroutineType):
+            await r
+
+    async def _stop(self, mods: list[str]) -> None:
+        from relhandler.runtime import supervisor
+
+        for _sup, cid, _pid, pmods in find_processes(self.node):
+            if _sup is None:
+                continue  # top supervisors are never stopped (OTP)
+            for m in mods:
+                if m in pmods:
+                    await supervisor.terminate_child(_sup, cid)
+                    self.stopped.setdefault(m, []).append((_sup, cid))
+
+    async def _start(self, mods: list[str]) -> None:
+        from relhandler.runtime import supervisor
+
+        for m in mods:
+            for sup, cid in self.stopped.pop(m, []):
+                await supervisor.restart_child(sup, cid)
+
+    async def rollback(self) -> None:
+        """Put code, states, path and app specs back; resume everyone suspended."""
+        u = self.undo
+        apps = self.node.apps
+        if isinstance(apps, AppController):
+            for name in reversed(u.started_apps):
+                try:
+                    await apps.stop(name)
+                except Exception:
+                    log.exception("rollback: stopping %s failed", name)
+        if u.snapshot is not None:
+            self.node.code.restore(u.snapshot)
+        if u.path:
+            self.node.code.set_path(u.path)
+        if isinstance(apps, AppController) and u.specs:
+            for name in list(apps.loaded):
+                if name not in u.specs:
+                    apps.loaded.pop(name)
+            for name, spec in u.specs.items():
+                apps.load(spec)
+                apps.loaded[name].env = u.env[name]
+        for pid, state in u.states.items():
+            p = self.node.processes.get(pid)
+            if p is not None and isinstance(p.sys, rsys.SysState):
+                p.sys.state = state
+        if isinstance(apps, AppController):
+            for name, type_ in u.stopped_apps:
+                await apps.start(name, type_)
+        rsys.resume_many(u.suspended)
+        u.suspended = []
+        log.info("rollback complete: code, %d process states and app specs restored", len(u.states))
+
+
+def _module_file(base: Path, mod: str) -> Path | None:
+    rel = Path(*mod.split("."))
+    for p in (base / rel / "__init__.py", base / rel.with_suffix(".py")):
+        if p.is_file():
+            return p
+    return None
+
+
+def _scratch_module(p: Prepared) -> types.ModuleType:
+    """Execute prepared code in a throwaway module (preflight only; nothing installed)."""
+    import builtins
+
+    m = types.ModuleType(p.name)
+    m.__file__ = str(p.file)
+    m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
+    m.__dict__["__builtins__"] = builtins
+    exec(p.code, m.__dict__)
+    return m

@@ -1,0 +1,305 @@
+"""The release handler on a running node: which_releases, unpack, check_install, install,
+make_permanent, remove, reboot_old (OTP's ``release_handler``).
+
+It keeps the node's view of the releases in memory (``current`` lives only here, as in OTP)
+and writes ``RELEASES.toml`` / ``start.toml`` through :mod:`relhandler.handler.store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from relhandler.errors import InstallError, ReleaseError
+from relhandler.handler import store
+from relhandler.handler.boot import BootedRelease, code_path, load_release
+from relhandler.handler.install import Installer, InstallOptions
+from relhandler.handler.unpack import record_of
+from relhandler.release.relup import read_relup
+from relhandler.release.tarball import extract, verify_tarball
+from relhandler.runtime import Node
+from relhandler.runtime.application import AppController
+
+__all__ = ["ReleaseHandler"]
+
+log = logging.getLogger("relhandler.release_handler")
+
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ReleaseHandler:
+    """Release lifecycle for one node (``main.handler``)."""
+
+    def __init__(
+        self, node: Node, root: Path, booted: BootedRelease, request_restart: Callable[[], None]
+    ) -> None:
+        self.node = node
+        self.root = root
+        self.booted = booted
+        self.request_restart = request_restart
+        self.lock = asyncio.Lock()
+        self.unpurged: dict[str, str] = {}
+        rels = store.read_releases(root)
+        vsn = booted.release.version
+        if rels.get(vsn) is None:
+            # a root laid out by hand without RELEASES.toml: the booted release is permanent
+            rels = store.Releases((record_of(booted.release, "permanent"),))
+            store.write_releases(root, rels)
+        elif rels.require(vsn).status != "permanent":
+            rels = rels.set_current(vsn)  # booted once (next_boot) without being permanent
+        self.releases = rels
+        self._purger: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> str:
+        return self.booted.release.version
+
+    def which_releases(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r.name,
+                "version": r.version,
+                "status": r.status,
+                "apps": [f"{a.name}-{a.version}" for a in r.apps],
+            }
+            for r in self.releases.releases
+        ]
+
+    def _write(self) -> None:
+        store.write_releases(self.root, self.releases)
+
+    # -- unpack ------------------------------------------------------------------------------
+    async def unpack(self, tarball: Path) -> dict[str, Any]:
+        async with self.lock:
+            v = verify_tarball(tarball)
+            existing = self.releases.get(v.version)
+            if existing is not None:
+                sums = self.root / "releases" / v.version / "SHA256SUMS"
+                if (
+                    sums.is_file()
+                    and sums.read_bytes() == v.files[f"releases/{v.version}/SHA256SUMS"]
+                ):
+                    return {"version": v.version, "status": existing.status, "already": True}
+                raise ReleaseError(
+                    f"release {v.version} already exists with different content; give the "
+                    f"new build a new version",
+                    code="existing_release",
+                )
+            extract(v, self.root)
+            self.releases = self.releases.add_unpacked(record_of(v.release, "unpacked"))
+            self._write()
+            log.info("unpacked release %s", v.version)
+            return {"version": v.version, "status": "unpacked", "already": False}
+
+    # -- install -----------------------------------------------------------------------------
+    def _script(self, vsn: str) -> tuple[list[Any], str, str]:
+        """(instructions, mode, other vsn) from vsn's relup (up) or the current's (down)."""
+        cur = self.current
+        up_path = self.root / "releases" / vsn / "relup.toml"
+        if up_path.exists():
+            e = read_relup(up_path).up_from(cur)
+            if e is not None:
+                return list(e.instructions), "up", cur
+        down_path = self.root / "releases" / cur / "relup.toml"
+        if down_path.exists():
+            e = read_relup(down_path).down_to(vsn)
+            if e is not None:
+                return list(e.instructions), "down", vsn
+        raise ReleaseError(
+            f"no relup leads from {cur} to {vsn}: neither releases/{vsn}/relup.toml has an up "
+            f"entry from {cur} nor releases/{cur}/relup.toml a down entry to {vsn}; run "
+            f"`relhandler relup --to {vsn} --from {cur}`",
+            code="no_matching_relup",
+        )
+
+    def _installer(
+        self, vsn: str, opts: InstallOptions, progress: Progress | None
+    ) -> tuple[Installer, BootedRelease, str, str]:
+        rec = self.releases.require(vsn)
+        if vsn == self.current:
+            raise ReleaseError(
+                f"release {vsn} is already installed (current)", code="already_installed"
+            )
+        del rec
+        script, mode, other = self._script(vsn)
+        target = load_release(self.root, vsn)
+
+        def lib_dir(app: str, app_vsn: str) -> Path:
+            ra = target.release.app(app)
+            if ra is None or ra.version != app_vsn:
+                raise InstallError(
+                    f"load_object_code names {app} {app_vsn}, but release {vsn} has "
+                    f"{app} {ra.version if ra else 'not at all'}",
+                    code="bad_lib_vsn",
+                )
+            return self.root / "lib" / ra.dir_name
+
+        new_env = {
+            spec.name: {**dict(spec.env), **target.env.get(spec.name, {})} for spec in target.apps
+        }
+        inst = Installer(
+            self.node,
+            script,
+            mode=mode,
+            lib_dir=lib_dir,
+            new_path=code_path(target),
+            new_specs=target.apps,
+            new_env=new_env,
+            options=opts,
+            progress=progress,
+        )
+        return inst, target, mode, other
+
+    async def check_install(self, vsn: str, opts: InstallOptions | None = None) -> dict[str, Any]:
+        """Everything before the point of no return, plus the preflight; changes nothing."""
+        async with self.lock:
+            self.node.bind()
+            inst, _target, mode, other = self._installer(vsn, opts or InstallOptions(), None)
+            inst.check()
+            failures = inst.preflight()
+            out = {
+                "version": vsn,
+                "from": self.current,
+                "mode": mode,
+                "other": other,
+                "instructions": len(inst.terms),
+                "preflight": failures,
+            }
+            if failures:
+                pids = ", ".join(f["pid"] for f in failures[:5])
+                raise InstallError(
+                    f"preflight: code_change would raise in {len(failures)} process(es) "
+                    f"({pids}{'…' if len(failures) > 5 else ''}); nothing was changed",
+                    code="preflight_failed",
+                    details={"failures": failures},
+                )
+            return out
+
+    async def install(
+        self, vsn: str, opts: InstallOptions, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Upgrade or downgrade the running node to ``vsn`` (rolled back in place on error)."""
+        async with self.lock:
+            self.node.bind()
+            t0 = time.perf_counter()
+            inst, target, mode, other = self._installer(vsn, opts, progress)
+            if inst.terms and inst.terms[0] == "restart_new_emulator":
+                if opts.dry_run:
+                    return {"dry_run": True, "restart": True, "steps": inst.dry_run()}
+                # the runtime beneath changed (deps or Python): boot the new release fresh
+                start = store.read_start(self.root) or store.StartFile(self.current)
+                store.write_start(self.root, replace(start, next_boot=vsn))
+                self.request_restart()
+                return {
+                    "version": vsn,
+                    "from": self.current,
+                    "restart": True,
+                    "message": "the node restarts on the new release (state not carried)",
+                }
+            inst.check()
+            failures = inst.preflight()
+            if failures:
+                pids = ", ".join(f["pid"] for f in failures[:5])
+                raise InstallError(
+                    f"preflight: code_change would raise in {len(failures)} process(es) "
+                    f"({pids}); nothing was changed",
+                    code="preflight_failed",
+                    details={"failures": failures},
+                )
+            if opts.dry_run:
+                return {
+                    "dry_run": True,
+                    "version": vsn,
+                    "from": self.current,
+                    "mode": mode,
+                    "steps": inst.dry_run(),
+                }
+            await inst.run_before_pnr()
+            crash = os.environ.get("RELHANDLER_TEST_CRASH_AFTER")
+            old_env = (
+                {n: dict(la.env) for n, la in self.node.apps.loaded.items()}
+                if isinstance(self.node.apps, AppController)
+                else {}
+            )
+            result = await inst.execute(int(crash) if crash else None)
+            previous = self.current
+            self.booted = target
+            self.releases = self.releases.set_current(vsn)
+            self._write()
+            self.unpurged.update(result.unpurged)
+            if self.unpurged and self._purger is None:
+                self._purger = asyncio.get_running_loop().create_task(self._soft_purge_loop())
+            if isinstance(self.node.apps, AppController):
+                new_env = {n: la.env for n, la in self.node.apps.loaded.items()}
+                for n, la in self.node.apps.loaded.items():
+                    la.env = old_env.get(n, la.env)
+                await self.node.apps.change_config(new_env)
+            total = (time.perf_counter() - t0) * 1000
+            log.info("installed %s (from %s, %s) in %.1f ms", vsn, previous, mode, total)
+            if result.restart:
+                start = store.read_start(self.root) or store.StartFile(previous)
+                store.write_start(self.root, replace(start, next_boot=vsn))
+                self.request_restart()
+            return {
+                "version": vsn,
+                "from": previous,
+                "mode": mode,
+                "other": other,
+                "ms": round(total, 3),
+                "steps": result.steps,
+                "restart": result.restart,
+                "touched": result.touched,
+            }
+
+    async def _soft_purge_loop(self) -> None:
+        # OTP: modules whose post-purge is soft_purge are soft-purged every 10 s
+        while self.unpurged:
+            await asyncio.sleep(10)
+            for m, post in list(self.unpurged.items()):
+                if post == "soft_purge" and self.node.code.soft_purge(m):
+                    del self.unpurged[m]
+        self._purger = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def make_permanent(self, vsn: str) -> dict[str, Any]:
+        async with self.lock:
+            self.releases = self.releases.make_permanent(vsn)
+            self._write()
+            store.write_start(self.root, store.StartFile(vsn))
+            for m, post in list(self.unpurged.items()):
+                if post == "brutal_purge":
+                    self.node.code.purge(m)
+                    del self.unpurged[m]
+            log.info("release %s is permanent", vsn)
+            return {"version": vsn, "status": "permanent"}
+
+    async def remove(self, vsn: str) -> dict[str, Any]:
+        async with self.lock:
+            rels = self.releases.remove(vsn)
+            rec = self.releases.require(vsn)
+            in_use = rels.lib_dirs_in_use()
+            removed = []
+            dirs = [a.dir for a in rec.apps] + ([f"lib/{rec.deps}"] if rec.deps else [])
+            self.releases = rels
+            self._write()
+            for d in dirs:
+                if d not in in_use:
+                    shutil.rmtree(self.root / d, ignore_errors=True)
+                    removed.append(d)
+            shutil.rmtree(self.root / "releases" / vsn, ignore_errors=True)
+            return {"version": vsn, "removed_lib_dirs": removed}
+
+    async def reboot_old(self, vsn: str) -> dict[str, Any]:
+        async with self.lock:
+            self.releases = self.releases.reboot_old(vsn)
+            self._write()
+            store.write_start(self.root, store.StartFile(vsn))
+            self.request_restart()
+            return {"version": vsn, "status": "permanent", "restarting": True}
