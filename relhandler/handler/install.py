@@ -238,6 +238,25 @@ class Installer:
 
     def preflight(self) -> list[dict[str, Any]]:
         """Run each planned code_change on a deep copy of each affected process's state."""
+        import sys as _sys
+
+        # modules the relup adds are not importable yet: give the scratch copies of the new
+        # code a scratch copy of them to import, removed again below
+        added: list[str] = []
+        for name, prep in self.prepared.items():
+            if name not in _sys.modules:
+                try:
+                    _sys.modules[name] = _scratch_module(prep)
+                    added.append(name)
+                except Exception:
+                    log.warning("preflight: cannot execute new module %s", name, exc_info=True)
+        try:
+            return self._preflight()
+        finally:
+            for name in added:
+                _sys.modules.pop(name, None)
+
+    def _preflight(self) -> list[dict[str, Any]]:
         failures: list[dict[str, Any]] = []
         code = self.node.code
         scratch: dict[str, types.ModuleType] = {}
@@ -254,7 +273,19 @@ class Installer:
                 if mod in loaded_before and mod in self.prepared:
                     fn_mod = scratch.get(mod)
                     if fn_mod is None:
-                        fn_mod = _scratch_module(self.prepared[mod])
+                        try:
+                            fn_mod = _scratch_module(self.prepared[mod])
+                        except Exception as e:
+                            failures.append(
+                                {
+                                    "instruction": k,
+                                    "module": mod,
+                                    "pid": "-",
+                                    "error": f"new code of {mod} raised while "
+                                    f"loading: {type(e).__name__}: {e}",
+                                }
+                            )
+                            continue
                         scratch[mod] = fn_mod
                 else:
                     fn_mod = code.current(mod) if code.is_loaded(mod) else None

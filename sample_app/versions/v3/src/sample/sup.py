@@ -1,0 +1,29 @@
+"""Top supervisor: greeter, counter, the chat connection supervisor, the chat listener."""
+
+
+def init(args):
+    flags = {"strategy": "one_for_one", "intensity": 10, "period": 10}
+    children = [
+        {
+            "id": "greeter",
+            "start": ("sample.greeter", "start_link", []),
+            "modules": ["sample.greeter"],
+        },
+        {
+            "id": "counter",
+            "start": ("sample.counter", "start_link", []),
+            "modules": ["sample.counter"],
+        },
+        {
+            "id": "chat_sup",
+            "start": ("sample.chat", "start_conn_sup", []),
+            "type": "supervisor",
+            "modules": ["sample.chat"],
+        },
+        {
+            "id": "listener",
+            "start": ("sample.listener", "start_link", []),
+            "modules": ["sample.listener"],
+        },
+    ]
+    return ("ok", (flags, children))
