@@ -1,0 +1,129 @@
+"""A release with 1,000 GenServers under a simple_one_for_one supervisor (v1 and v2)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from tests.fixtures.mkroot import cli
+
+PYPROJECT = """
+[project]
+name = "fleet"
+version = "{v}"
+requires-python = ">=3.11"
+
+[tool.relhandler.release]
+name = "fleet"
+applications = ["fleet"]
+
+[tool.relhandler.apps.fleet]
+path = "src/fleet"
+start = "fleet.app:start"
+"""
+
+FILES = {
+    "__init__.py": "",
+    "app.py": """
+        from relhandler.runtime import supervisor
+
+        async def start():
+            top = await supervisor.start_link("fleet.sup", None, name="fleet_sup")
+            for i in range(1000):
+                await supervisor.start_child("fleet_pool", [i])
+            return top
+    """,
+    "sup.py": """
+        def init(args):
+            return ("ok", ({"strategy": "one_for_one"}, [
+                {"id": "pool", "start": ("fleet.pool", "start_link", []), "type": "supervisor",
+                 "modules": ["fleet.pool"]}]))
+    """,
+    "pool.py": """
+        from relhandler.runtime import supervisor
+
+        def start_link():
+            return supervisor.start_link("fleet.pool", None, name="fleet_pool")
+
+        def init(args):
+            return ("ok", ({"strategy": "simple_one_for_one", "intensity": 0}, [
+                {"id": "w", "start": ("fleet.worker", "start_link", []),
+                 "modules": ["fleet.worker"]}]))
+    """,
+    "api.py": """
+        from relhandler.runtime import gen_server, supervisor
+
+        async def _pids():
+            return [c.pid for c in await supervisor.which_children("fleet_pool")]
+
+        async def snapshot():
+            return {str(p): await gen_server.call(p, "state") for p in await _pids()}
+
+        async def version():
+            return await gen_server.call((await _pids())[0], "version")
+
+        async def ping_all():
+            n = 0
+            for p in await _pids():
+                n += (await gen_server.call(p, "ping")) == "pong"
+            return n
+    """,
+}
+
+WORKER = """
+from relhandler.runtime import gen_server
+
+VERSION = "{v}"
+
+
+def start_link(i):
+    return gen_server.start_link(__name__, i)
+
+
+def init(i):
+    return ("ok", {{"id": i}})
+
+
+def handle_call(req, from_, state):
+    if req == "version":
+        return ("reply", VERSION, state)
+    if req == "state":
+        return ("reply", state, state)
+    return ("reply", "pong", state)
+
+
+def handle_cast(msg, state):
+    return ("noreply", state)
+"""
+
+APPUP = """
+version = "2.0.0"
+
+[[up]]
+from = "1.0.0"
+instructions = [["update", "fleet.worker", {{ change = "advanced", extra = [] }}]]
+
+[[down]]
+to = "1.0.0"
+instructions = [["update", "fleet.worker", {{ change = "advanced", extra = [] }}]]
+"""
+
+
+def build_fleet(tmp: Path, v2_code_change: str) -> Path:
+    """Build fleet 1.0.0 and 2.0.0 (whose worker gets ``v2_code_change``) and the relup."""
+    out = tmp / "fleet-rel"
+    for vsn in ("1.0.0", "2.0.0"):
+        proj = tmp / f"fleet-{vsn}"
+        pkg = proj / "src" / "fleet"
+        pkg.mkdir(parents=True)
+        (proj / "pyproject.toml").write_text(PYPROJECT.format(v=vsn))
+        for name, src in FILES.items():
+            (pkg / name).write_text(textwrap.dedent(src))
+        worker = WORKER.format(v="v1" if vsn == "1.0.0" else "v2")
+        if vsn == "2.0.0":
+            worker += textwrap.dedent(v2_code_change)
+            (pkg / "fleet.appup.toml").write_text(APPUP.format())
+        (pkg / "worker.py").write_text(worker)
+        cli("build", "--project", str(proj), "--out", str(out), check=True)
+    cli("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "fleet"), check=True)
+    return out
