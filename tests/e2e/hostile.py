@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -37,8 +36,7 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 def hostile_tarball(good: Path, out: Path, kind: str) -> Path:
     """A copy of ``good`` made hostile in one way (``kind``)."""
     members = _members(good)
-    vsn = next(m.name.split("/")[1] for m, _ in members if m.name.startswith("releases/"))
-    sums_i = next(i for i, (m, _) in enumerate(members) if m.name.endswith("SHA256SUMS"))
+    lib = next("/".join(m.name.split("/")[:2]) for m, _ in members if m.name.startswith("lib/"))
     if kind == "truncated":
         data = good.read_bytes()
         out.write_bytes(data[: len(data) // 2])
@@ -48,19 +46,23 @@ def hostile_tarball(good: Path, out: Path, kind: str) -> Path:
     elif kind == "absolute":
         members.append(_file("/tmp/evil.txt", b"x"))
     elif kind in ("symlink", "hardlink"):
-        ti = tarfile.TarInfo(f"lib/sample-{vsn}/sample/link.py")
+        ti = tarfile.TarInfo(f"{lib}/link.py")
         ti.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
         ti.linkname = "/etc/passwd"
         members.append((ti, None))
     elif kind == "device":
-        ti = tarfile.TarInfo(f"lib/sample-{vsn}/sample/dev")
+        ti = tarfile.TarInfo(f"{lib}/dev")
         ti.type = tarfile.CHRTYPE
         ti.devmajor, ti.devminor = 1, 3
         members.append((ti, None))
     elif kind == "unlisted":
-        members.append(_file(f"lib/sample-{vsn}/sample/extra.py", b"print('sneaky')\n"))
+        members.append(_file(f"{lib}/extra.py", b"print('sneaky')\n"))
     elif kind == "mismatch":
-        i = next(i for i, (m, _) in enumerate(members) if m.name.endswith("greeter.py"))
+        i = next(
+            i
+            for i, (m, _) in enumerate(members)
+            if m.name.startswith("lib/") and m.name.endswith(".py")
+        )
         m, data = members[i]
         assert data is not None
         evil = data + b"\nimport os  # injected\n"
@@ -68,6 +70,5 @@ def hostile_tarball(good: Path, out: Path, kind: str) -> Path:
         members[i] = (m, evil)
     else:
         raise ValueError(kind)
-    assert hashlib  # the sums stay as they were: that is the point
-    del sums_i
+    # SHA256SUMS stays as it was: that is the point
     return _write(out, members)

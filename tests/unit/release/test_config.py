@@ -1,0 +1,118 @@
+"""[tool.relhandler] errors: exit 2 and one line naming the key and the fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from relhandler.errors import ConfigError
+from relhandler.release.config import read_config
+from tests.fixtures.mkroot import cli
+
+GOOD = """
+[project]
+name = "shop"
+version = "1.0.0"
+
+[tool.relhandler.release]
+applications = ["shop", "billing"]
+
+[tool.relhandler.apps.shop]
+path = "src/shop"
+applications = ["billing"]
+
+[tool.relhandler.apps.billing]
+path = "src/billing"
+"""
+
+
+def project(tmp_path: Path, text: str) -> Path:
+    for pkg in ("shop", "billing"):
+        d = tmp_path / "src" / pkg
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "__init__.py").write_text("")
+        (d / "core.py").write_text("")
+    (tmp_path / "pyproject.toml").write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+def test_good_config(tmp_path: Path) -> None:
+    cfg = read_config(project(tmp_path, GOOD))
+    assert (cfg.name, cfg.version) == ("shop", "1.0.0")
+    assert [a.name for a in cfg.apps] == ["shop", "billing"]
+    assert cfg.apps[0].modules == ("shop", "shop.core")
+
+
+CASES = [
+    (
+        "missing-path",
+        GOOD.replace('path = "src/billing"', 'path = "src/nowhere"'),
+        r"pyproject\.toml:\d+: tool\.relhandler\.apps\.billing\.path: .*not a package directory",
+    ),
+    (
+        "bad-version",
+        GOOD.replace('version = "1.0.0"', 'version = "one"'),
+        r"tool\.relhandler\.release\.version: 'one' is not a valid PEP 440 version",
+    ),
+    (
+        "unknown-key",
+        GOOD.replace('path = "src/shop"', 'path = "src/shop"\nstrat = "x"'),
+        r"pyproject\.toml:\d+: tool\.relhandler\.apps\.shop\.strat: unknown key; allowed",
+    ),
+    (
+        "unknown-release-key",
+        GOOD.replace(
+            'applications = ["shop", "billing"]', 'applications = ["shop", "billing"]\nfoo = 1'
+        ),
+        r"tool\.relhandler\.release\.foo: unknown key",
+    ),
+    (
+        "dep-not-in-release",
+        GOOD.replace('applications = ["billing"]', 'applications = ["tax"]'),
+        r"apps\.shop\.applications: needs 'tax', which is not in the release; add it",
+    ),
+    (
+        "bad-python",
+        GOOD.replace("[tool.relhandler.release]", '[tool.relhandler.release]\npython = "three"'),
+        r"release\.python: 'three' is not a version specifier",
+    ),
+    (
+        "no-apps",
+        GOOD.replace('applications = ["shop", "billing"]', "applications = []"),
+        r"release\.applications: must be a non-empty array",
+    ),
+    (
+        "bad-start",
+        GOOD.replace('path = "src/shop"', 'path = "src/shop"\nstart = "nocolon"'),
+        r"apps\.shop\.start: 'nocolon' must look like",
+    ),
+    ("toml-syntax", GOOD + "\n[broken\n", r"pyproject\.toml: .*line"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "pattern"), CASES, ids=[c[0] for c in CASES])
+def test_config_errors(tmp_path: Path, case: str, text: str, pattern: str) -> None:
+    project(tmp_path, text)
+    with pytest.raises(ConfigError, match=pattern):
+        read_config(tmp_path)
+
+
+def test_duplicate_module_across_apps(tmp_path: Path) -> None:
+    text = GOOD.replace('path = "src/billing"', 'path = "src/billing/shop"')
+    project(tmp_path, text)
+    d = tmp_path / "src" / "billing" / "shop"
+    d.mkdir(parents=True)
+    (d / "__init__.py").write_text("")
+    with pytest.raises(ConfigError, match=r"module 'shop' is also in application 'shop'"):
+        read_config(tmp_path)
+
+
+def test_cli_exit_code_2_and_one_line(tmp_path: Path) -> None:
+    project(tmp_path, GOOD.replace('version = "1.0.0"', 'version = "one"'))
+    r = cli("build", "--project", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1
+    assert "version" in r.stderr
+    assert "PEP 440" in r.stderr
