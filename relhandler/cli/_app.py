@@ -50,4 +50,4 @@ def _load_commands() -> None:
 def main() -> None:
     """Console entry point."""
     _load_commands()
-    app()
+    app(prog_name="relhandler")
