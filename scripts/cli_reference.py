@@ -25,7 +25,8 @@ def _names(t: typer.Typer, prefix: list[str]) -> list[list[str]]:
         name = c.name or (c.callback.__name__.replace("_", "-") if c.callback else "")
         out.append([*prefix, name])
     for g in t.registered_groups:
-        assert g.typer_instance is not None and g.name is not None
+        assert g.typer_instance is not None
+        assert g.name is not None
         out += _names(g.typer_instance, [*prefix, g.name])
     return out
 

@@ -38,7 +38,7 @@ from relhandler.runtime._kernel import (
     current_process,
     fail_future,
 )
-from relhandler.runtime.sys import SysState
+from relhandler.runtime.sys import SysRequest, SysState, take_request
 
 __all__ = ["From", "call", "cast", "reply", "start", "start_link", "stop"]
 
@@ -169,28 +169,35 @@ async def _loop(proc: Process, srv: _ServerState) -> None:
 
 async def _serve(proc: Process, srv: _ServerState) -> None:
     box = proc.mailbox
-    node = proc.node
-    loop = node.loop
+    loop = proc.node.loop
     while True:
         srv.between_callbacks()
-        if srv.requests:
-            await srv.handle_requests()
-            continue
-        if srv.suspended or not box:
-            w = proc.wait()
-            if srv.timeout is not None and not srv.suspended:
-                handle = loop.call_later(srv.timeout, _time_out, w)
-                try:
-                    await w
-                finally:
-                    handle.cancel()
-                if not box and not srv.requests and not srv.suspended:
-                    srv.timeout = None
-                    await _dispatch(srv, "timeout", is_info=True)
+        if srv.suspended:
+            # only system requests are taken; ordinary messages keep queueing, in order
+            req = take_request(box)
+            if req is None:
+                await proc.wait()
             else:
+                await srv.handle_request(req)
+            continue
+        if not box:
+            w = proc.wait()
+            if srv.timeout is None:
                 await w
+                continue
+            handle = loop.call_later(srv.timeout, _time_out, w)
+            try:
+                await w
+            finally:
+                handle.cancel()
+            if not box and not srv.suspended:
+                srv.timeout = None
+                await _dispatch(srv, "timeout", is_info=True)
             continue
         msg = box.popleft()
+        if type(msg) is SysRequest:
+            await srv.handle_request(msg)
+            continue
         srv.in_callback = True
         await _dispatch(srv, msg)
 

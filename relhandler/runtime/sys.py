@@ -24,6 +24,7 @@ from relhandler.runtime._kernel import Pid, Process, current_node, fail_future
 
 __all__ = [
     "SuspendResult",
+    "SysRequest",
     "SysState",
     "change_code",
     "change_code_many",
@@ -35,6 +36,7 @@ __all__ = [
     "resume_many",
     "suspend",
     "suspend_many",
+    "take_request",
 ]
 
 
@@ -50,7 +52,6 @@ class SysState:
         "in_callback",
         "module",
         "proc",
-        "requests",
         "resumed_at",
         "state",
         "suspend_requested",
@@ -65,7 +66,6 @@ class SysState:
         self.suspended = False
         self.suspend_requested = False
         self.in_callback = True  # until init has returned
-        self.requests: deque[tuple[str, Any, asyncio.Future[Any]]] = deque()
         self._suspend_waiter: asyncio.Future[None] | None = None
         # per-process pause timing, read by benchmarks (perf_counter seconds)
         self.suspended_at = 0.0
@@ -99,27 +99,26 @@ class SysState:
             w.set_result(None)
 
     def request(self, op: str, arg: Any) -> asyncio.Future[Any]:
+        """Queue a system request behind the messages already in the mailbox (as OTP's
+        system messages are); a suspended process takes it out of turn."""
         fut: asyncio.Future[Any] = self.proc.node.loop.create_future()
-        self.requests.append((op, arg, fut))
-        self.proc.wake()
+        self.proc.deliver(SysRequest(op, arg, fut))
         return fut
 
-    async def handle_requests(self) -> None:
-        """Answer queued system requests (called by the loop between callbacks)."""
-        while self.requests:
-            op, arg, fut = self.requests.popleft()
-            if fut.done():
-                continue
-            try:
-                result = await self._handle(op, arg)
-            except BaseException as e:
-                if not fut.done():
-                    fut.set_exception(e)
-                if not isinstance(e, Exception):
-                    raise
-            else:
-                if not fut.done():
-                    fut.set_result(result)
+    async def handle_request(self, req: SysRequest) -> None:
+        """Answer one system request (called by the loop between callbacks)."""
+        if req.fut.done():
+            return
+        try:
+            result = await self._handle(req.op, req.arg)
+        except BaseException as e:
+            if not req.fut.done():
+                req.fut.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+        else:
+            if not req.fut.done():
+                req.fut.set_result(result)
 
     async def _handle(self, op: str, arg: Any) -> Any:
         if op == "get_state":
@@ -146,6 +145,24 @@ class SysState:
             self.state = new
             return None
         raise SysError(f"unknown system request {op!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SysRequest:
+    """A system request waiting in a behaviour process's mailbox."""
+
+    op: str
+    arg: Any
+    fut: asyncio.Future[Any]
+
+
+def take_request(box: deque[Any]) -> SysRequest | None:
+    """Remove and return the first system request in ``box`` (selective receive)."""
+    for i, m in enumerate(box):
+        if type(m) is SysRequest:
+            del box[i]
+            return m
+    return None
 
 
 def _sys_of(node: Any, pid: Pid | str) -> SysState:
