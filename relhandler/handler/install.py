@@ -399,7 +399,8 @@ class Installer:
             for m in i[1]:
                 pids = self.suspended.get(m, [])
                 rsys.resume_many(pids)
-                self.undo.suspended = [p for p in self.undo.suspended if p not in pids]
+                resumed = set(pids)
+                self.undo.suspended = [p for p in self.undo.suspended if p not in resumed]
         elif tag == "code_change":
             mode = i[1] if len(i) == 3 else "up"
             for mod, extra in i[-1]:

@@ -176,7 +176,7 @@ def test_unpack_refuses_hostile_tarballs_root_unchanged(
 
 
 def _fleet(tmp_path: Path, nodes: list[NodeProc], v2_code_change: str) -> tuple[Path, Path]:
-    from tests.e2e.fleet import build_fleet
+    from bench.fleet import build_fleet
 
     out = build_fleet(tmp_path, v2_code_change)
     root = tmp_path / "froot"

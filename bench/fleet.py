@@ -1,11 +1,12 @@
-"""A release with 1,000 GenServers under a simple_one_for_one supervisor (v1 and v2)."""
+"""A release of N GenServers under a simple_one_for_one supervisor (v1 and v2), built and
+relup'ed with the real toolchain. Used by the upgrade benchmark and the rollback tests."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
-
-from tests.fixtures.mkroot import cli
 
 PYPROJECT = """
 [project]
@@ -20,16 +21,17 @@ applications = ["fleet"]
 [tool.relhandler.apps.fleet]
 path = "src/fleet"
 start = "fleet.app:start"
+env = {{ workers = {n} }}
 """
 
 FILES = {
     "__init__.py": "",
     "app.py": """
-        from relhandler.runtime import supervisor
+        from relhandler.runtime import current_node, supervisor
 
         async def start():
             top = await supervisor.start_link("fleet.sup", None, name="fleet_sup")
-            for i in range(1000):
+            for i in range(current_node().apps.get_env("fleet", "workers", 1000)):
                 await supervisor.start_child("fleet_pool", [i])
             return top
     """,
@@ -67,6 +69,22 @@ FILES = {
             for p in await _pids():
                 n += (await gen_server.call(p, "ping")) == "pong"
             return n
+
+        async def pauses():
+            # each worker's last suspended→resumed time in ms (recorded by the runtime)
+            from relhandler.runtime import current_node
+
+            node = current_node()
+            out = []
+            for p in await _pids():
+                s = node.processes[p].sys
+                if s.resumed_at >= s.suspended_at > 0:
+                    out.append((s.resumed_at - s.suspended_at) * 1000)
+            return out
+
+        async def call_one(i):
+            pids = await _pids()
+            return await gen_server.call(pids[i % len(pids)], "ping")
     """,
 }
 
@@ -109,14 +127,30 @@ instructions = [["update", "fleet.worker", {{ change = "advanced", extra = [] }}
 """
 
 
-def build_fleet(tmp: Path, v2_code_change: str) -> Path:
+DEFAULT_CODE_CHANGE = """
+def code_change(old_vsn, state, extra):
+    if isinstance(old_vsn, tuple):
+        return ("ok", {"id": state["id"]})
+    return ("ok", {**state, "history": []})
+"""
+
+
+def cli(*args: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "relhandler.cli", *args], capture_output=True, text=True, timeout=600
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"relhandler {' '.join(args)}: {r.stderr.strip()}")
+
+
+def build_fleet(tmp: Path, v2_code_change: str = DEFAULT_CODE_CHANGE, n: int = 1000) -> Path:
     """Build fleet 1.0.0 and 2.0.0 (whose worker gets ``v2_code_change``) and the relup."""
     out = tmp / "fleet-rel"
     for vsn in ("1.0.0", "2.0.0"):
         proj = tmp / f"fleet-{vsn}"
         pkg = proj / "src" / "fleet"
         pkg.mkdir(parents=True)
-        (proj / "pyproject.toml").write_text(PYPROJECT.format(v=vsn))
+        (proj / "pyproject.toml").write_text(PYPROJECT.format(v=vsn, n=n))
         for name, src in FILES.items():
             (pkg / name).write_text(textwrap.dedent(src))
         worker = WORKER.format(v="v1" if vsn == "1.0.0" else "v2")
@@ -124,6 +158,6 @@ def build_fleet(tmp: Path, v2_code_change: str) -> Path:
             worker += textwrap.dedent(v2_code_change)
             (pkg / "fleet.appup.toml").write_text(APPUP.format())
         (pkg / "worker.py").write_text(worker)
-        cli("build", "--project", str(proj), "--out", str(out), check=True)
-    cli("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "fleet"), check=True)
+        cli("build", "--project", str(proj), "--out", str(out))
+    cli("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "fleet"))
     return out

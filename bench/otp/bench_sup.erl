@@ -1,0 +1,4 @@
+-module(bench_sup).
+-behaviour(supervisor).
+-export([init/1]).
+init([]) -> bench_otp:sup_init().
