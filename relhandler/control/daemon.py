@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import importlib.util
 import logging
@@ -149,6 +150,8 @@ class NodeMain:
                 release_ops.register(ops, self)
             server = ControlServer(self.root, cookie, ops)
             await server.start()
+            # what boot created lives as long as the node: keep it out of GC passes
+            gc.freeze()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)

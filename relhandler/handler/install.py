@@ -12,6 +12,7 @@ and the error names the instruction and the process.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import os
 import signal
@@ -341,6 +342,18 @@ class Installer:
         """Evaluate the script from the point of no return; roll back on failure."""
         _, after = self._split()
         offset = len(self.terms) - len(after)
+        # a full GC pass over a big node costs tens of ms; keep it out of the pause window
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return await self._execute(after, offset, crash_after)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    async def _execute(
+        self, after: list[Any], offset: int, crash_after: int | None
+    ) -> InstallResult:
         for n, i in enumerate(after):
             k = offset + n
             t0 = time.perf_counter()

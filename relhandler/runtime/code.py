@@ -169,6 +169,12 @@ def _literal_vsn(tree: ast.Module) -> str | None:
     return None
 
 
+def _idle_behaviour(p: Any) -> bool:
+    """A behaviour process between callbacks holds only runtime frames: no module code."""
+    s = p.sys
+    return s is not None and getattr(s, "in_callback", True) is False
+
+
 class CodeServer:
     """The node's module table (``node.code``)."""
 
@@ -349,7 +355,9 @@ class CodeServer:
         return [
             p.pid
             for p in self.node.processes.values()
-            if p.alive and any(f.f_globals is ns for f in coroutine_frames(p))
+            if p.alive
+            and not _idle_behaviour(p)
+            and any(f.f_globals is ns for f in coroutine_frames(p))
         ]
 
     def check_process_code(self, pid: Pid, name: str) -> bool:

@@ -241,7 +241,7 @@ async def change_code_many(
     node = current_node()
     errors: list[tuple[Pid, BaseException]] = []
     for pid in pids:
-        p = node.resolve(pid)
+        p = node.processes.get(pid)
         if p is None:
             continue
         s = p.sys
@@ -250,7 +250,7 @@ async def change_code_many(
             continue
         try:
             new = s.system_code_change(module, old_vsn, extra)
-            if inspect.isawaitable(new):
+            if inspect.iscoroutine(new):  # an async code_change
                 new = await asyncio.wait_for(new, timeout)
         except Exception as e:
             errors.append((pid, e))
