@@ -216,16 +216,18 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
                         failed[0] += 1
                     i += 7
 
-        th = threading.Thread(target=load)
+        th = threading.Thread(target=load, daemon=True)
         th.start()
-        time.sleep(0.3)
-        before = list(lat)
-        n_before = len(before)
-        res = cli("install", "2.0.0", "--root", str(root))
-        during = lat[n_before:]
-        time.sleep(0.2)
-        stop.set()
-        th.join(60)
+        try:
+            time.sleep(0.3)
+            before = list(lat)
+            n_before = len(before)
+            res = cli("install", "2.0.0", "--root", str(root))
+            during = lat[n_before:]
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            th.join(60)
         with Client(root, timeout=60) as c:
             pauses = sorted(
                 c.call("rpc", {"module": "fleet.api", "function": "pauses", "args": []})

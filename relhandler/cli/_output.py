@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from relhandler.errors import RelhandlerError
 
@@ -55,9 +56,10 @@ def _report(e: RelhandlerError, json_out: bool) -> None:
     if json_out:
         sys.stdout.write(json.dumps({"error": e.to_wire()}, default=json_default) + "\n")
         sys.stdout.flush()
-    err_console.print(f"[bold red]Error:[/] {e.message}", highlight=False, markup=True)
+    # messages quote user input (e.g. "[[up]]"): never let rich read it as markup
+    err_console.print(f"[bold red]Error:[/] {escape(e.message)}", highlight=False)
     if e.hint:
-        err_console.print(f"[dim]hint:[/] {e.hint}", highlight=False)
+        err_console.print(f"[dim]hint:[/] {escape(e.hint)}", highlight=False)
 
 
 def command(fn: Callable[P, R]) -> Callable[P, R]:

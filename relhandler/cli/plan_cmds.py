@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.tree import Tree
 
 from relhandler.cli._app import app
@@ -48,7 +49,7 @@ def _tree(r: Relup) -> Tree:
         for e in entries:
             br = tree.add(f"{title} {key} {e.vsn}")
             for i in e.instructions:
-                br.add(" ".join(map(str, i)) if isinstance(i, list) else str(i))
+                br.add(escape(" ".join(map(str, i)) if isinstance(i, list) else str(i)))
     return tree
 
 
@@ -80,7 +81,7 @@ def relup(
         root, release_dirs(new.spec), root.parent / f"{new.spec.name}-{to}.tar.gz"
     )
     for w in plan.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {escape(w)}")
     result: dict[str, Any] = {
         "relup": str(path),
         "tarball": str(tarball),
@@ -198,7 +199,7 @@ def check(
                         )
                         (problems if strict else warnings).append(msg)
     for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {escape(w)}")
     result = {
         "version": version,
         "problems": problems,
@@ -215,7 +216,7 @@ def check(
         if relup_doc is not None:
             console.print(_tree(relup_doc))
         for p in problems:
-            err_console.print(f"[red]problem:[/] {p}")
+            err_console.print(f"[red]problem:[/] {escape(p)}")
         console.print("ok" if not problems else f"{len(problems)} problem(s)")
 
     emit(result, json_out=json_out, human=human)

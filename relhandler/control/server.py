@@ -193,4 +193,8 @@ class ControlServer:
             outcome,
             (time.perf_counter() - t0) * 1000,
         )
-        await write_frame(writer, reply)
+        try:
+            await write_frame(writer, reply)
+        except ProtocolError as e:  # a reply over the frame limit: say so, keep the session
+            err = {"code": "reply_too_large", "message": f"{op}: {e}", "exit_code": 1}
+            await write_frame(writer, {"id": rid, "error": err})

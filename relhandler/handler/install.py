@@ -76,7 +76,7 @@ class InstallResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     unpurged: dict[str, str] = field(default_factory=dict)
     restart: bool = False
-    touched: dict[str, list[str]] = field(default_factory=dict)
+    touched: dict[str, int] = field(default_factory=dict)  # module → processes suspended
 
 
 def _tag(i: Any) -> str:
@@ -467,7 +467,7 @@ class Installer:
             res = await rsys.suspend_many(pids, timeout)
             self.suspended.setdefault(mod, []).extend(res.suspended)
             self.undo.suspended.extend(res.suspended)
-            self.result.touched.setdefault(mod, []).extend(str(p) for p in res.suspended)
+            self.result.touched[mod] = self.result.touched.get(mod, 0) + len(res.suspended)
             late = [(p, why) for p, why in res.skipped if why == "timeout"]
             if late:
                 pid = late[0][0]

@@ -15,15 +15,23 @@ pytestmark = pytest.mark.e2e
 
 def test_call_benchmarks_report_rates(tmp_path: Path) -> None:
     rows = asyncio.run(run._rh_calls(0.1, tmp_path))
-    assert {(r["bench"], r["clients"]) for r in rows} == {("calls", 1), ("calls", 2),
-                                                          ("casts", 1)}
+    assert {(r["bench"], r["clients"]) for r in rows} == {("calls", 1), ("calls", 2), ("casts", 1)}
     assert all(r["per_s"] > 0 for r in rows)
 
 
 def test_live_upgrade_benchmark_row(tmp_path: Path) -> None:
     row = run.rh_upgrade(tmp_path, 50, {})
-    for key in ("total_ms", "suspend_ms", "code_change_ms", "resume_ms", "pause_p50_ms",
-                "pause_p99_ms", "pause_max_ms", "rss_before_mb", "rss_after_mb"):
+    for key in (
+        "total_ms",
+        "suspend_ms",
+        "code_change_ms",
+        "resume_ms",
+        "pause_p50_ms",
+        "pause_p99_ms",
+        "pause_max_ms",
+        "rss_before_mb",
+        "rss_after_mb",
+    ):
         assert row[key] is not None, key
     assert row["processes_paused"] == 50
     assert row["calls_failed"] == 0
