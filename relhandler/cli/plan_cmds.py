@@ -138,19 +138,33 @@ def appup_generate(
 @app.command()
 @command
 def check(
-    version: Annotated[str, typer.Option("--vsn", help="The release version to check.")],
+    tarball: Annotated[
+        Path | None, typer.Argument(help="A release tarball (instead of --vsn/--rel-dir).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--vsn", help="The release version to check.")
+    ] = None,
     rel_dir: Annotated[Path | None, typer.Option(help="Built release root.")] = None,
     strict: Annotated[bool, typer.Option(help="Uncovered changes are errors.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Validate a built release: apps, appups, relup, coverage of changed modules; print the plan.
+    """Validate a release: apps, appups, relup, coverage of changed modules; print the plan.
 
-    Example: relhandler check --vsn 2.0.0 --strict
+    Example: relhandler check --vsn 2.0.0 --strict   (or: relhandler check sample-2.0.0.tar.gz)
     """
-    root = _rel_dir(rel_dir)
     problems: list[str] = []
     warnings: list[str] = []
-    new = open_release(root=root, version=version)
+    if tarball is not None:
+        # verified like unpack does; older releases are not in a tarball: coverage is checked
+        # against those found in --rel-dir, if given
+        new = open_release(tarball=tarball.resolve())
+        root = _rel_dir(rel_dir) if rel_dir is not None else new.root
+        version = new.version
+    elif version is not None:
+        root = _rel_dir(rel_dir)
+        new = open_release(root=root, version=version)
+    else:
+        raise UsageError("give a TARBALL, or --vsn VSN (with --rel-dir)")
     owners: dict[str, str] = {}
     for name, spec in new.apps.items():
         for m in spec.modules:
@@ -167,7 +181,7 @@ def check(
                     )
             except RelhandlerError as err:
                 problems.append(err.message)
-    relup_path = root / "releases" / version / "relup.toml"
+    relup_path = new.root / "releases" / version / "relup.toml"
     relup_doc: Relup | None = None
     if relup_path.exists():
         try:

@@ -205,3 +205,16 @@ def test_check_reports_uncovered_changes(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert any("core.util" in p for p in json.loads(r.stdout)["problems"])
     assert cli("check", "--vsn", "2.0.0", "--rel-dir", rel).returncode == 0  # a warning only
+
+
+def test_check_a_tarball(tmp_path: Path) -> None:
+    out = build_pair(tmp_path, APPUP_HAND)
+    j("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "rel"))
+    res = j("check", str(out / "rel-2.0.0.tar.gz"))
+    assert res["problems"] == []
+    assert res["relup"]["up"]["1.0.0"] == EXPECTED_UP
+    assert any("coverage not checked" in w for w in res["warnings"])
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes((out / "rel-2.0.0.tar.gz").read_bytes()[:100])
+    r = cli("check", str(bad))
+    assert r.returncode == 2
