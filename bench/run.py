@@ -229,11 +229,8 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
             stop.set()
             th.join(60)
         with Client(root, timeout=60) as c:
-            pauses = sorted(
-                c.call("rpc", {"module": "fleet.api", "function": "pauses", "args": []})
-            )
+            pauses = c.call("rpc", {"module": "fleet.api", "function": "pauses", "args": []})
         steps = {s["instruction"].split()[0]: s["ms"] for s in res["steps"]}
-        k = len(pauses)
         return {
             "bench": "upgrade",
             "side": "relhandler",
@@ -243,10 +240,10 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
             "load_ms": steps.get("load", 0.0),
             "code_change_ms": steps.get("code_change", 0.0),
             "resume_ms": steps.get("resume", 0.0),
-            "pause_p50_ms": pauses[k // 2] if k else None,
-            "pause_p99_ms": pauses[min(k - 1, (k * 99) // 100)] if k else None,
-            "pause_max_ms": pauses[-1] if k else None,
-            "processes_paused": k,
+            "pause_p50_ms": pauses.get("p50"),
+            "pause_p99_ms": pauses.get("p99"),
+            "pause_max_ms": pauses.get("max"),
+            "processes_paused": pauses["count"],
             "rss_before_mb": round(rss0, 1),
             "rss_after_mb": round(_rss_mb(pid), 1),
             "calls_failed": failed[0],
