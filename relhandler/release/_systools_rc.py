@@ -308,6 +308,17 @@ def _union(xs: Sequence[Any], ys: Sequence[Any]) -> list[Any]:
     return [x for x in xs if x not in ys] + list(ys)
 
 
+def _union_all(lists: Sequence[Sequence[Any]]) -> list[Any]:
+    """``union(L1, union(L2, ... union(Lk, [])))`` in linear time: an element stays in the
+    last list that has it (OTP's union/2 keeps duplicates within one list)."""
+    seen: set[Any] = set()
+    parts: list[list[Any]] = []
+    for lst in reversed(lists):
+        parts.append([x for x in lst if x not in seen])
+        seen.update(lst)
+    return [x for part in reversed(parts) for x in part]
+
+
 def _flatten(x: Any) -> list[Any]:
     if isinstance(x, list):
         out: list[Any] = []
@@ -542,8 +553,17 @@ def _get_lib(mod: str, apps: Sequence[AppInfo]) -> tuple[str, str]:
     raise RcError(("no_such_module", mod))
 
 
+def _lib_index(apps: Sequence[AppInfo]) -> dict[str, tuple[str, str]]:
+    """module → the *first* application listing it (OTP's get_lib), for O(1) lookups."""
+    index: dict[str, tuple[str, str]] = {}
+    for a in apps:
+        for m in a.modules:
+            index.setdefault(m, (a.name, a.version))
+    return index
+
+
 def _dep_to_low(
-    mode: str, instrs: Sequence[Any], apps: Sequence[AppInfo]
+    mode: str, instrs: Sequence[Any], apps: Sequence[AppInfo] | dict[str, tuple[str, str]]
 ) -> tuple[list[Any], list[Any]]:
     update_mods: list[Any] = []
     for i in instrs:
@@ -565,11 +585,14 @@ def _dep_to_low(
             frags.append([("remove", (i[1], "brutal_purge", "brutal_purge")), ("purge", [i[1]])])
     load_remove = [x for f in frags for x in f]
     rev_load_remove = [x for f in reversed(frags) for x in f]
-    loc = [
-        ("load_object_code", (*_get_lib(x[1][0], apps), [x[1][0]]))
-        for x in load_remove
-        if _is_tag(x, "load")
-    ]
+    index = apps if isinstance(apps, dict) else _lib_index(apps)
+    loc = []
+    for x in load_remove:
+        if _is_tag(x, "load"):
+            lib = index.get(x[1][0])
+            if lib is None:
+                raise RcError(("no_such_module", x[1][0]))
+            loc.append(("load_object_code", (*lib, [x[1][0]])))
     if mode == "up":
         cc = [
             (i[1], i[4][1])
@@ -601,6 +624,7 @@ def _translate_dependent(
     comp_of = {m: c for c in comps for m in c}
     new_before: list[Any] = []
     new_after: list[Any] = []
+    index = _lib_index(apps)
     done: set[int] = set()  # ids of dependent instructions already translated
     for i in after:
         if _is_dependent(i):
@@ -609,7 +633,7 @@ def _translate_dependent(
             comp = comp_of[i[1]]
             group = _dependency_order(comp, vertices, deps)
             done.update(id(x) for x in group)
-            b, a = _dep_to_low(mode, group, apps)
+            b, a = _dep_to_low(mode, group, index)
             new_before += b
             new_after += a
         else:
@@ -624,22 +648,23 @@ def _merge_loc(before: Sequence[Any]) -> list[Any]:
     found, rest = _split(lambda i: _is_tag(i, "load_object_code"), before)
 
     def mlo(items: list[Any]) -> list[Any]:
-        if not items:
-            return []
-        lib, vsn, mods = items[0][1]
-        same, other = [], []
-        for x in items[1:]:
-            lib2, vsn2, _ = x[1]
-            if lib2 == lib and vsn2 == vsn:
-                same.append(x)
-            elif lib2 == lib:
-                raise RcError(("conflicting_versions", lib, vsn, vsn2))
-            else:
-                other.append(x)
-        acc: list[Any] = []
-        for x in reversed(same):
-            acc = _union(x[1][2], acc)
-        return [("load_object_code", (lib, vsn, _union(mods, acc))), *mlo(other)]
+        out = []
+        while items:
+            lib, vsn, mods = items[0][1]
+            same, other = [], []
+            for x in items[1:]:
+                lib2, vsn2, _ = x[1]
+                if lib2 == lib and vsn2 == vsn:
+                    same.append(x)
+                elif lib2 == lib:
+                    raise RcError(("conflicting_versions", lib, vsn, vsn2))
+                else:
+                    other.append(x)
+            out.append(
+                ("load_object_code", (lib, vsn, _union_all([mods, *(x[1][2] for x in same)])))
+            )
+            items = other
+        return out
 
     return mlo(found) + rest
 
