@@ -34,6 +34,20 @@ log = logging.getLogger("relhandler.release_handler")
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def _refuse_on(failures: list[dict[str, Any]]) -> None:
+    """Raise the preflight's refusal naming the processes whose code_change would raise."""
+    if not failures:
+        return
+    pids = ", ".join(f["pid"] for f in failures[:5])
+    more = "…" if len(failures) > 5 else ""
+    raise InstallError(
+        f"preflight: code_change would raise in {len(failures)} process(es) ({pids}{more}); "
+        f"nothing was changed",
+        code="preflight_failed",
+        details={"failures": failures},
+    )
+
+
 class ReleaseHandler:
     """Release lifecycle for one node (``main.handler``)."""
 
@@ -172,14 +186,7 @@ class ReleaseHandler:
                 "instructions": len(inst.terms),
                 "preflight": failures,
             }
-            if failures:
-                pids = ", ".join(f["pid"] for f in failures[:5])
-                raise InstallError(
-                    f"preflight: code_change would raise in {len(failures)} process(es) "
-                    f"({pids}{'…' if len(failures) > 5 else ''}); nothing was changed",
-                    code="preflight_failed",
-                    details={"failures": failures},
-                )
+            _refuse_on(failures)
             return out
 
     async def install(
@@ -205,14 +212,7 @@ class ReleaseHandler:
                 }
             inst.check()
             failures = inst.preflight()
-            if failures:
-                pids = ", ".join(f["pid"] for f in failures[:5])
-                raise InstallError(
-                    f"preflight: code_change would raise in {len(failures)} process(es) "
-                    f"({pids}); nothing was changed",
-                    code="preflight_failed",
-                    details={"failures": failures},
-                )
+            _refuse_on(failures)
             if opts.dry_run:
                 return {
                     "dry_run": True,

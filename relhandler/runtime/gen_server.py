@@ -208,6 +208,8 @@ def _time_out(w: asyncio.Future[None]) -> None:
 
 
 async def _dispatch(srv: _ServerState, msg: Any, *, is_info: bool = False) -> None:
+    # the call and cast/info paths are written out separately on purpose: this is the hot
+    # path of every message, and a shared helper coroutine would cost a frame per message
     srv.in_callback = True
     cb = srv.cb()
     state = srv.state
