@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from relhandler.errors import NoProcError
+from relhandler.errors import CallExitError, NoProcError
 
 if TYPE_CHECKING:
     from relhandler.runtime.code import CodeServer
@@ -123,6 +123,7 @@ class Process:
         "_watchers",
         "alive",
         "behaviour",
+        "callers",
         "exit_reason",
         "initial_call",
         "links",
@@ -147,6 +148,8 @@ class Process:
         self.monitors: dict[Ref, Pid] = {}  # monitors this process holds on others
         self.monitored_by: dict[Ref, Pid] = {}  # monitors others hold on this process
         self._watchers: dict[int, Callable[[Any], None]] = {}  # internal exit callbacks
+        # futures of gen_server calls waiting on this process (failed when it exits)
+        self.callers: dict[asyncio.Future[Any], None] = {}
         self.trap_exit = False
         self.name: str | None = None
         self.task: asyncio.Task[None] | None = None
@@ -215,6 +218,11 @@ class Node:
         self._watch_ids = itertools.count(1)
         self.started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # call deadlines: future → (when, make_error, args); swept every SWEEP seconds
+        self._deadlines: dict[
+            asyncio.Future[Any], tuple[float, Callable[..., BaseException], tuple[Any, ...]]
+        ] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._token: contextvars.Token[Node | None] | None = None
         self._closed = False
         from relhandler.runtime.code import CodeServer
@@ -228,6 +236,35 @@ class Node:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
+
+    SWEEP = 0.025  # deadline granularity for call timeouts, in seconds
+
+    def add_deadline(
+        self,
+        fut: asyncio.Future[Any],
+        timeout: float,
+        make_error: Callable[..., BaseException],
+        *args: Any,
+    ) -> None:
+        """Fail ``fut`` with ``make_error(*args, timeout)`` if still pending after ``timeout``
+        (checked every ``SWEEP`` s: one timer per node, not one per call)."""
+        self._deadlines[fut] = (self.loop.time() + timeout, make_error, (*args, timeout))
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.SWEEP, self._sweep)
+
+    def drop_deadline(self, fut: asyncio.Future[Any]) -> None:
+        self._deadlines.pop(fut, None)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        expired = [f for f, (when, _, _) in self._deadlines.items() if f.done() or when <= now]
+        for f in expired:
+            _, make_error, args = self._deadlines.pop(f)
+            if not f.done():
+                f.set_exception(make_error(*args))
+        if self._deadlines:
+            self._sweeper = self.loop.call_later(self.SWEEP, self._sweep)
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Node:
@@ -331,6 +368,12 @@ class Node:
         p._waiter = None
         if w is not None and not w.done():
             w.cancel()
+        if p.callers:
+            err = CallExitError(f"{p.pid} exited with {reason!r} during call", reason=reason)
+            for fut in p.callers:
+                if not fut.done():
+                    fut.set_exception(err)
+            p.callers.clear()
         watchers = list(p._watchers.values())
         p._watchers.clear()
         for fn in watchers:

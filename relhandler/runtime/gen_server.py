@@ -26,10 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from relhandler.errors import CallExitError, CallTimeoutError, NoProcError, ProcessError
+from relhandler.errors import CallTimeoutError, NoProcError, ProcessError
 from relhandler.runtime._kernel import (
     Exit,
     Pid,
@@ -47,9 +46,10 @@ log = logging.getLogger("relhandler.runtime.gen_server")
 _CoroutineType = types.CoroutineType
 
 
-@dataclass(frozen=True, slots=True)
-class From:
-    """Who is waiting for a reply (OTP's ``{Pid, Tag}``); pass it to ``reply``."""
+class From(NamedTuple):
+    """Who is waiting for a reply (OTP's ``{Pid, Tag}``); pass it to ``reply``.
+
+    A named tuple, not a dataclass: one is made per call, on the hottest path."""
 
     pid: Pid | None
     fut: asyncio.Future[Any]
@@ -396,31 +396,25 @@ async def call(server: Pid | str, request: Any, timeout: float | None = 5.0) -> 
     p = node.resolve(server)
     if p is None:
         raise NoProcError(f"call to {server}: no such process")
-    loop = node.loop
-    fut: asyncio.Future[Any] = loop.create_future()
+    fut: asyncio.Future[Any] = node.loop.create_future()
     me = current_process()
-    key = p.add_watcher(
-        lambda reason: fail_future(
-            fut, CallExitError(f"{p.pid} exited with {reason!r} during call", reason=reason)
-        )
-    )
+    # the server's exit fails every pending call (a cheap monitor); the timeout is checked
+    # by the node's deadline sweep instead of one timer per call
+    callers = p.callers
+    callers[fut] = None
     p.deliver(("$gen_call", From(me.pid if me is not None else None, fut), request))
-    if timeout is None:
-        try:
-            return await fut
-        finally:
-            p.remove_watcher(key)
-    handle = loop.call_later(timeout, _call_timeout, fut, p.pid, timeout)
+    if timeout is not None:
+        node.add_deadline(fut, timeout, _call_timeout_error, p.pid)
     try:
         return await fut
     finally:
-        handle.cancel()
-        p.remove_watcher(key)
+        callers.pop(fut, None)
+        if timeout is not None:
+            node.drop_deadline(fut)
 
 
-def _call_timeout(fut: asyncio.Future[Any], pid: Pid, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(CallTimeoutError(f"call to {pid} got no reply within {timeout}s"))
+def _call_timeout_error(pid: Pid, timeout: float) -> BaseException:
+    return CallTimeoutError(f"call to {pid} got no reply within {timeout}s")
 
 
 def cast(server: Pid | str, msg: Any) -> None:
