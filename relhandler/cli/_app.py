@@ -40,11 +40,7 @@ def _root(
 
 def _load_commands() -> None:
     for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:  # a real import error inside an existing module
-                raise
+        importlib.import_module(name)
 
 
 def main() -> None:
