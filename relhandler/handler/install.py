@@ -364,7 +364,17 @@ class Installer:
                 log.error(
                     "install failed at instruction %d (%s): %s; rolling back", k, _text(i), cause
                 )
-                await self.rollback()
+                try:
+                    await self.rollback()
+                except Exception as rb:
+                    log.exception("rollback failed")
+                    raise InstallError(
+                        f"instruction {k} ({_text(i)}) failed: {cause}; the rollback failed "
+                        f"too ({type(rb).__name__}: {rb}); the node restarts on the permanent "
+                        f"release",
+                        code="rollback_failed",
+                        details={"instruction": k, "text": _text(i)},
+                    ) from e
                 raise InstallError(
                     f"instruction {k} ({_text(i)}) failed: {cause}; rolled back in place, the "
                     f"node still runs the old release",
@@ -545,6 +555,8 @@ class Installer:
 
     async def rollback(self) -> None:
         """Put code, states, path and app specs back; resume everyone suspended."""
+        if os.environ.get("RELHANDLER_TEST_FAIL_ROLLBACK"):
+            raise RuntimeError("rollback failure injected by RELHANDLER_TEST_FAIL_ROLLBACK")
         u = self.undo
         apps = self.node.apps
         if isinstance(apps, AppController):

@@ -228,7 +228,14 @@ class ReleaseHandler:
                 if isinstance(self.node.apps, AppController)
                 else {}
             )
-            result = await inst.execute(int(crash) if crash else None)
+            try:
+                result = await inst.execute(int(crash) if crash else None)
+            except InstallError as e:
+                if e.code == "rollback_failed":
+                    # OTP's behaviour: restart; the node boots the permanent release and the
+                    # new one shows as unpacked (current is never written to disk)
+                    self.request_restart()
+                raise
             previous = self.current
             self.booted = target
             self.releases = self.releases.set_current(vsn)

@@ -274,3 +274,49 @@ def test_install_unknown_and_current_release_are_refused(
     assert (r.returncode, "already installed" in r.stderr) == (1, True)
     r = cli("make-permanent", "9.9.9", "--root", str(root))
     assert r.returncode == 1
+
+
+def test_failed_rollback_restarts_on_the_permanent_release(
+    tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    from bench.fleet import build_fleet
+
+    out = build_fleet(
+        tmp_path,
+        """
+async def code_change(old_vsn, state, extra):
+    if state["id"] == 3:
+        raise RuntimeError("cannot migrate worker 3")
+    return ("ok", state)
+""",
+        n=10,
+    )
+    root = tmp_path / "froot"
+    j("deploy", str(out / "fleet-1.0.0.tar.gz"), "--root", str(root))
+    node = start_node(root, env={"RELHANDLER_TEST_FAIL_ROLLBACK": "1"})
+    nodes.append(node)
+    before_pid = j("status", "--root", str(root))["pid"]
+    j("unpack", str(out / "fleet-2.0.0.tar.gz"), "--root", str(root))
+    r = cli("install", "2.0.0", "--root", str(root), "--json")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["error"]["code"] == "rollback_failed"
+    # the node stops in order and re-executes itself (same OS process) on the permanent
+    # release; until it has, the half-installed v2 code may still answer
+    import time
+
+    deadline = time.monotonic() + 30
+    version = None
+    while time.monotonic() < deadline:
+        try:
+            version = rpc(root, "fleet.api:version")
+        except Exception:
+            version = None
+        if version == "v1":
+            break
+        time.sleep(0.1)
+    assert version == "v1"
+    st = j("status", "--root", str(root))
+    assert st["pid"] == before_pid
+    assert st["release"]["version"] == "1.0.0"
+    assert statuses(root) == {"1.0.0": "permanent", "2.0.0": "unpacked"}
+    assert "rollback failed" in node.log_text()
