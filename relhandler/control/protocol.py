@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 MAX_FRAME = 1 << 20
+"""Largest frame body in bytes (1 MiB); bigger frames close the connection."""
 _HEADER = struct.Struct(">I")
 
 
@@ -39,6 +40,7 @@ def auth_response(cookie: bytes, challenge_hex: str) -> str:
 
 
 def encode(obj: dict[str, Any]) -> bytes:
+    """One frame for ``obj``; ``ProtocolError`` if its body exceeds ``MAX_FRAME``."""
     body = json.dumps(obj, separators=(",", ":"), default=str).encode()
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit")
@@ -46,6 +48,7 @@ def encode(obj: dict[str, Any]) -> bytes:
 
 
 def decode(body: bytes) -> dict[str, Any]:
+    """A frame body back to its JSON object; ``ProtocolError`` unless a UTF-8 JSON object."""
     try:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -72,6 +75,7 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
 
 
 async def write_frame(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+    """Write one frame and wait for the transport to take it (back-pressure)."""
     writer.write(encode(obj))
     await writer.drain()
 
@@ -92,4 +96,5 @@ def recv_frame(sock: socket.socket) -> dict[str, Any]:
 
 
 def send_frame(sock: socket.socket, obj: dict[str, Any]) -> None:
+    """Blocking write of one frame (client side)."""
     sock.sendall(encode(obj))

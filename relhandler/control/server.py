@@ -28,12 +28,30 @@ __all__ = ["AUTH_TIMEOUT", "ControlServer", "Op", "Progress", "ensure_cookie", "
 log = logging.getLogger("relhandler.control")
 
 AUTH_TIMEOUT = 5.0
+"""Seconds a new connection has to authenticate (``$RELHANDLER_AUTH_TIMEOUT`` overrides)."""
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 Op = Callable[[dict[str, Any], Progress], Awaitable[Any]]
 
 
 def run_dir(root: Path) -> Path:
+    """The node's private directory under a release root (socket, cookie, pid file)."""
     return root / "run"
+
+
+def _auth_timeout() -> float:
+    raw = os.environ.get("RELHANDLER_AUTH_TIMEOUT")
+    if raw is None:
+        return AUTH_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(
+            f"RELHANDLER_AUTH_TIMEOUT={raw!r} is not a positive number of seconds; "
+            f"unset it to use {AUTH_TIMEOUT}"
+        )
+    return value
 
 
 def _check_private(path: Path, what: str) -> None:
@@ -76,16 +94,26 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
 class ControlServer:
     """Serves ``ops`` (name → ``async def op(args, progress)``) on ``<root>/run/node.sock``."""
 
-    def __init__(self, root: Path, cookie: bytes, ops: dict[str, Op]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        cookie: bytes,
+        ops: dict[str, Op],
+        *,
+        auth_timeout: float | None = None,
+    ) -> None:
         self.root = root
         self.cookie = cookie
+        # a dict the release handler extends with `ops[name] = op` before start()
         self.ops = ops
+        self.auth_timeout = _auth_timeout() if auth_timeout is None else auth_timeout
         self.path = run_dir(root) / "node.sock"
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self._inflight = 0
 
     async def start(self) -> None:
+        """Listen on ``run/node.sock`` (0600), replacing a stale socket file."""
         if self.path.exists() or self.path.is_symlink():
             self.path.unlink()
         old = os.umask(0o177)
@@ -96,6 +124,7 @@ class ControlServer:
         os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
+        """Stop listening, let in-flight replies go out, drop connections, remove the socket."""
         if self._server is not None:
             self._server.close()
         # let requests being answered (e.g. the `stop` that got us here) send their reply
@@ -129,7 +158,7 @@ class ControlServer:
     ) -> None:
         challenge = secrets.token_hex(32)
         await write_frame(writer, {"challenge": challenge})
-        hello = await asyncio.wait_for(read_frame(reader), AUTH_TIMEOUT)
+        hello = await asyncio.wait_for(read_frame(reader), self.auth_timeout)
         expected = auth_response(self.cookie, challenge)
         got = hello.get("auth")
         if not isinstance(got, str) or not hmac.compare_digest(got, expected):
