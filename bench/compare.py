@@ -96,6 +96,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             o = med.get(("upgrade", "otp", n), {}).get(m)
             cells += [_f(rh, 2), _f(o, 2), _r(rh, o)]
         u.add_row(m, *cells)
+    cells = []
+    for n in sizes:
+        rh = med.get(("upgrade", "relhandler", n), {}).get("total_ms")
+        o = med.get(("upgrade_rh", "otp", n), {}).get("total_ms")
+        cells += [_f(rh, 2), _f(o, 2), _r(rh, o)]
+    u.add_row("total vs OTP install_release", *cells)
     con.print(u)
 
 

@@ -39,13 +39,19 @@ def handle_cast(m, s):
 
 
 # -- OTP -------------------------------------------------------------------------------------
-def otp(work: Path, *args: str) -> list[dict[str, Any]]:
+def _ebin(work: Path) -> Path:
+    """bench/otp compiled (once per run)."""
     ebin = work / "otp_ebin"
     if not ebin.exists():
         ebin.mkdir()
         subprocess.run(
             ["erlc", "-o", str(ebin), *map(str, (HERE / "otp").glob("*.erl"))], check=True
         )
+    return ebin
+
+
+def otp(work: Path, *args: str) -> list[dict[str, Any]]:
+    ebin = _ebin(work)
     r = subprocess.run(
         ["erl", "-noshell", "+P", "2000000", "-pa", str(ebin), "-run", "bench_otp", "main", *args],
         capture_output=True,
@@ -53,6 +59,58 @@ def otp(work: Path, *args: str) -> list[dict[str, Any]]:
         check=True,
         timeout=600,
     )
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+def otp_install_release(work: Path, n: int) -> list[dict[str, Any]]:
+    """OTP's own ``release_handler:install_release`` with a relup from
+    ``systools:make_relup`` (bench/otp/bench_rh.erl)."""
+    ebin = _ebin(work)
+    root = work / f"otp-root-{n}"
+    shutil.rmtree(root, ignore_errors=True)
+    subprocess.run(
+        [
+            "erl",
+            "-noshell",
+            "-pa",
+            str(ebin),
+            "-run",
+            "bench_rh",
+            "prepare",
+            str(root),
+            str(n),
+            str(HERE / "otp"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    r = subprocess.run(
+        [
+            "erl",
+            "-noshell",
+            "+P",
+            "2000000",
+            "-boot",
+            "start_sasl",
+            "-sasl",
+            "releases_dir",
+            f'"{root}/releases"',
+            "-pa",
+            str(root / "lib" / "bench-1" / "ebin"),
+            "-pa",
+            str(ebin),
+            "-run",
+            "bench_rh",
+            "run",
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    shutil.rmtree(root, ignore_errors=True)
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
@@ -285,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in sizes:
                 if have_erl:
                     rows += otp(work, "upgrade", str(n))
+                    rows += otp_install_release(work, n)
                 rows.append(rh_upgrade(work, n, builds))
     for row in rows:
         row["round"] = row.get("round", 0)

@@ -41,3 +41,10 @@ def test_otp_side_when_erlang_is_there(tmp_path: Path, erl: str) -> None:
     rows = run.otp(tmp_path, "upgrade", "100")
     assert rows[0]["n"] == 100
     assert rows[0]["side"] == "otp"
+
+
+def test_otp_install_release_side(tmp_path: Path, erl: str) -> None:
+    rows = run.otp_install_release(tmp_path, 50)
+    assert rows[0]["bench"] == "upgrade_rh"
+    assert rows[0]["n"] == 50
+    assert rows[0]["total_ms"] > 0
