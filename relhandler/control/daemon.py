@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import importlib
 import importlib.util
@@ -31,7 +32,7 @@ from relhandler.handler.boot import BootedRelease, boot
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
 
-__all__ = ["NodeMain", "check_not_running", "run_node", "start_daemon"]
+__all__ = ["NodeMain", "check_not_running", "lock_root", "run_node", "start_daemon"]
 
 log = logging.getLogger("relhandler.node")
 
@@ -88,6 +89,27 @@ def check_not_running(root: Path) -> None:
         sock_path.unlink(missing_ok=True)
 
 
+def lock_root(root: Path) -> int:
+    """Take ``run/node.lock`` for the life of this node (an fd); refuse if another node has it.
+
+    The kernel drops an flock when its holder dies, so kill -9 never leaves a stale lock,
+    and two starts racing on one root cannot both pass (the socket and pid checks alone
+    could: both see no socket, then the second unlinks the first's).
+    """
+    path = run_dir(root) / "node.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ReleaseError(
+            f"a node is already running on {root} (it holds {path}); "
+            f"stop it first with `relhandler stop --root {root}`",
+            code="already_running",
+        ) from None
+    return fd
+
+
 class NodeMain:
     """One node process: the runtime node, the booted release, the control server."""
 
@@ -131,8 +153,16 @@ class NodeMain:
         self.request_stop(1)
 
     async def run(self) -> int:
-        check_not_running(self.root)
+        """Boot, serve until stopped, shut down in order; the exit code."""
         cookie = ensure_cookie(self.root)
+        lock_fd = lock_root(self.root)
+        try:
+            return await self._run_locked(cookie)
+        finally:
+            os.close(lock_fd)
+
+    async def _run_locked(self, cookie: bytes) -> int:
+        check_not_running(self.root)
         pid_path = run_dir(self.root) / "node.pid"
         pid_path.write_text(str(os.getpid()))
         self.node.activate()

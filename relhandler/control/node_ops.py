@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import time
@@ -10,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relhandler.errors import InputError, ProcessError, UsageError
+from relhandler.errors import InputError, NoSuchModuleError, ProcessError, UsageError
 from relhandler.runtime import Node
 
 if TYPE_CHECKING:
@@ -111,14 +112,17 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
         if not isinstance(fun, str) or not isinstance(fargs, list):
             raise UsageError("rpc needs 'function' (a name) and 'args' (a JSON array)")
         try:
-            target = (
-                node.code.live(name)
-                if node.code._locate(name)
-                else __import__(name, fromlist=["_"])
-            )
+            # a managed module goes through the code server (its current version); anything
+            # else (stdlib, bundled deps) is an ordinary import
+            try:
+                target = node.code.live(name)
+            except NoSuchModuleError:
+                target = importlib.import_module(name)
             fn = getattr(target, fun)
         except (ImportError, AttributeError) as e:
-            raise UsageError(f"rpc {name}:{fun}: {e}") from e
+            raise UsageError(
+                f"rpc {name}:{fun}: {e}; check the name with `relhandler which {name}`"
+            ) from e
         try:
             return jsonable(await run_in_process(node, fn, *fargs))
         except Exception as e:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -149,26 +152,34 @@ def test_world_readable_cookie_or_run_dir_refused_at_start(root: Path, node: Nod
     assert "chmod 700" in r.stderr
 
 
-def test_slow_and_parallel_clients_do_not_stall_the_node(root: Path, node: NodeProc) -> None:
-    silent = _raw(root)  # connects, sends nothing
-    results: list[int] = []
+def test_slow_and_parallel_clients_do_not_stall_the_node(root: Path) -> None:
+    # a long auth deadline, so the silent client is still connected when we look at the end
+    node = start_node(root, env={"RELHANDLER_AUTH_TIMEOUT": "600"})
+    try:
+        silent = _raw(root)  # connects, sends nothing
+        silent.recv(4096)  # the challenge
+        results: list[int] = []
 
-    def client() -> None:
-        for _ in range(3):
-            results.append(cli("rpc", "fx_app.api:incr", "[]", "--root", str(root)).returncode)
+        def client() -> None:
+            for _ in range(3):
+                r = cli("rpc", "fx_app.api:incr", "[]", "--root", str(root))
+                results.append(r.returncode)
 
-    threads = [threading.Thread(target=client) for _ in range(2)]
-    for t in threads:
-        t.start()
-    t0 = time.monotonic()
-    assert cli("ping", "--root", str(root)).returncode == 0
-    ping_s = time.monotonic() - t0
-    for t in threads:
-        t.join()
-    assert results == [0] * 6
-    assert rpc(root, "fx_app.api:get") == {"n": 6}
-    silent.close()
-    assert ping_s < 30  # a stalled node would hang until the client's timeout
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert cli("ping", "--root", str(root)).returncode == 0
+        for t in threads:
+            t.join()
+        assert results == [0] * 6
+        assert rpc(root, "fx_app.api:get") == {"n": 6}
+        # every call above was served while the silent client held its connection open
+        silent.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            silent.recv(1)
+        silent.close()
+    finally:
+        node.close()
 
 
 def test_kill9_then_start_again_and_second_start_refused(root: Path, node: NodeProc) -> None:
@@ -189,3 +200,82 @@ def test_wrong_cookie_client_gets_exit_3(root: Path, node: NodeProc) -> None:
     r = cli("ping", "--root", str(root))
     assert r.returncode == 3
     assert "refused the cookie" in r.stderr
+
+
+def test_two_starts_at_once_only_one_node_runs(root: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "relhandler.cli", "start", "--root", str(root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        # the loser exits on its own; the winner keeps running
+        deadline = time.monotonic() + 60
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        losers = [p for p in procs if p.poll() is not None]
+        assert len(losers) == 1
+        _, err = losers[0].communicate()
+        assert losers[0].returncode == 1
+        assert "already running" in err, err
+        winner = next(p for p in procs if p is not losers[0])
+        NodeProc(root, winner, root / "none.log").wait_ready()
+        assert rpc(root, "fx_app.api:incr") == 1
+        assert cli("stop", "--root", str(root)).returncode == 0
+        assert winner.wait(30) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def test_daemon_detaches_writes_pid_and_log_and_stops(root: Path, tmp_path: Path) -> None:
+    r = cli("start", "--root", str(root), "--daemon", "--json")
+    assert r.returncode == 0, r.stderr
+    pid = json.loads(r.stdout)["pid"]
+    try:
+        assert (root / "run" / "node.pid").read_text() == str(pid)
+        assert os.getsid(pid) == pid  # its own session: no controlling terminal
+        st = json.loads(cli("status", "--root", str(root), "--json", check=True).stdout)
+        assert st["pid"] == pid
+        again = cli("start", "--root", str(root), "--daemon")
+        assert again.returncode == 1 and "already running" in again.stderr
+        assert cli("stop", "--root", str(root)).returncode == 0
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
+        assert not (root / "run" / "node.pid").exists()
+        log = (root / "log" / "node.log").read_text()
+        assert "node up: release fx 1.0.0" in log
+        assert "control: uid=" in log and "op=status ok" in log
+        assert (tmp_path / "terminated.txt").read_text() == "terminated shutdown n=0\n"
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (not yet reaped by init) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_in_order_with_exit_0(root: Path, node: NodeProc, tmp_path: Path) -> None:
+    rpc(root, "fx_app.api:incr")
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(30) == 0
+    assert (tmp_path / "terminated.txt").read_text() == "terminated shutdown n=1\n"
+    assert not (root / "run" / "node.sock").exists()
+    assert not (root / "run" / "node.pid").exists()
