@@ -50,6 +50,13 @@ main(["upgrade", N0]) ->
     {module, _, Bin, File} = {module, ?MODULE, element(2, code:get_object_code(?MODULE)),
                               code:which(?MODULE)},
     Rss0 = erlang:memory(total),
+    % one client keeps calling the servers through the upgrade (like relhandler's bench)
+    Self = self(),
+    PidT = list_to_tuple(Pids),
+    Client = spawn(fun() -> client_loop(Self, PidT, 1, 0, 0, 0) end),
+    timer:sleep(300),
+    Client ! {mark, self()},
+    receive {marked, Before} -> ok end,
     T0 = now_us(),
     Susp = [{P, begin ok = sys:suspend(P), now_us() end} || P <- Pids],
     T1 = now_us(),
@@ -59,6 +66,9 @@ main(["upgrade", N0]) ->
     T3 = now_us(),
     Res = [{P, begin ok = sys:resume(P), now_us() end} || P <- Pids],
     T4 = now_us(),
+    timer:sleep(200),
+    Client ! {stop, self()},
+    receive {client, MaxDuring, Failed} -> ok end,
     Pauses = lists:sort([R - S || {{_, S}, {_, R}} <- lists:zip(Susp, Res)]),
     Len = length(Pauses),
     json([{"bench", "upgrade"}, {"side", "otp"}, {"n", N},
@@ -68,8 +78,25 @@ main(["upgrade", N0]) ->
           {"pause_p50_ms", lists:nth(max(1, Len div 2), Pauses) / 1000},
           {"pause_p99_ms", lists:nth(max(1, (Len * 99) div 100), Pauses) / 1000},
           {"pause_max_ms", lists:last(Pauses) / 1000},
+          {"calls_failed", Failed},
+          {"call_p_max_before_ms", Before / 1000},
+          {"call_max_during_ms", MaxDuring / 1000},
           {"mem_mb", Rss0 / 1048576}]),
     halt(0).
+
+%% Max is the slowest call since the last {mark}: before it, the baseline; after, "during".
+client_loop(Parent, PidT, I, Max, MaxBefore, Failed) ->
+    receive
+        {mark, From} -> From ! {marked, Max}, client_loop(Parent, PidT, I, 0, Max, Failed);
+        {stop, From} -> From ! {client, Max, Failed}
+    after 0 ->
+        P = element(1 + (I rem tuple_size(PidT)), PidT),
+        T0 = now_us(),
+        Ok = (catch gen_server:call(P, ping, 60000)),
+        Dt = now_us() - T0,
+        F = case Ok of pong -> Failed; _ -> Failed + 1 end,
+        client_loop(Parent, PidT, I + 7, max(Max, Dt), MaxBefore, F)
+    end.
 
 call_loop(S, Deadline, C) ->
     case C rem 1000 =:= 0 andalso now_us() > Deadline of
