@@ -47,6 +47,8 @@ class AppLike(Protocol):
 
 @dataclass(slots=True)
 class RunningApp:
+    """A started application: its start type and top supervisor (``None`` if it has none)."""
+
     name: str
     type: str
     top: Pid | None
@@ -78,26 +80,37 @@ class AppController:
         self.loaded[spec.name] = _Loaded(spec, env)
 
     def unload(self, name: str) -> None:
+        """Forget a stopped application's spec and env (its modules stay loaded, as in OTP)."""
         if name in self.running:
             raise ProcessError(f"application {name!r} is running; stop it before unloading")
         self.loaded.pop(name, None)
 
     def spec(self, name: str) -> AppLike:
+        """The loaded spec of ``name``; ``ProcessError`` (``not_loaded``) if there is none."""
         try:
             return self.loaded[name].spec
         except KeyError:
             raise ProcessError(f"application {name!r} is not loaded", code="not_loaded") from None
 
     def get_env(self, app: str, key: str, default: Any = None) -> Any:
+        """``app``'s env value for ``key`` (``default`` if unset or the app is not loaded)."""
         la = self.loaded.get(app)
         return default if la is None else la.env.get(key, default)
 
     def all_env(self, app: str) -> dict[str, Any]:
+        """A copy of ``app``'s whole env (empty if it is not loaded)."""
         la = self.loaded.get(app)
         return {} if la is None else dict(la.env)
 
     def set_env(self, app: str, key: str, value: Any) -> None:
-        self.loaded[app].env[key] = value
+        """Set one env value of a loaded application (no ``config_change`` call, as in OTP)."""
+        la = self.loaded.get(app)
+        if la is None:
+            raise ProcessError(
+                f"cannot set env {key!r} of application {app!r}: it is not loaded",
+                code="not_loaded",
+            )
+        la.env[key] = value
 
     def which_applications(self) -> list[tuple[str, str, str]]:
         """Running applications as ``(name, description, version)``, most recent first."""
@@ -108,6 +121,7 @@ class AppController:
         ]
 
     def top_supervisor(self, app: str) -> Pid | None:
+        """The pid its start callback returned, while the application runs."""
         r = self.running.get(app)
         return None if r is None else r.top
 
@@ -157,13 +171,22 @@ class AppController:
         sm = self._start_module(name)
         if sm is not None:
             mod, fun = sm
-            r = getattr(mod, fun)()
-            if asyncio.iscoroutine(r):
-                r = await r
+            try:
+                r = await _maybe(getattr(mod, fun)())
+            except Exception as e:
+                raise ProcessError(
+                    f"application {name!r} failed to start: {spec.start} raised "
+                    f"{e.__class__.__name__}: {e}",
+                    code="start_failed",
+                ) from e
             if isinstance(r, tuple) and len(r) >= 2 and r[0] == "ok":
                 r = r[1]
             if r is not None and not isinstance(r, Pid):
-                raise ProcessError(f"{spec.start} returned {r!r}; expected the top supervisor pid")
+                raise ProcessError(
+                    f"application {name!r}: {spec.start} returned {r!r}; "
+                    f"it must return the top supervisor's pid (or ('ok', pid), or None)",
+                    code="start_failed",
+                )
             top = r
         ra = RunningApp(name, type, top)
         if top is not None and top in self.node.processes:
