@@ -46,6 +46,14 @@ def choose_release(root: Path, requested: str | None = None) -> str:
     """The version to boot: ``requested``, else start.toml's next_boot (consumed), else
     its permanent release."""
     if requested:
+        if not (root / "releases" / requested / "release.toml").is_file():
+            known = sorted(
+                d.name for d in (root / "releases").glob("*") if (d / "release.toml").is_file()
+            )
+            raise ConfigError(
+                f"--release {requested!r}: no {root}/releases/{requested}/release.toml; "
+                f"releases on this root: {', '.join(known) or 'none'}"
+            )
         return requested
     start = store.read_start(root)
     if start is None:

@@ -72,6 +72,11 @@ async def get():
 
 def counter_pid():
     return str(whereis("fx_counter"))
+
+def kill_top_supervisor():
+    from relhandler.runtime import exit
+    exit(whereis("fx_sup"), "kill")
+    return "killed"
 """,
 }
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from relhandler.handler import store
 from tests.e2e.fxapp import COUNTER, fx_app
-from tests.fixtures.mkroot import NodeProc, cli, make_root, start_node
+from tests.fixtures.mkroot import NodeProc, add_release, cli, make_root, start_node
 
 pytestmark = pytest.mark.e2e
 
@@ -277,5 +278,68 @@ def test_sigterm_stops_in_order_with_exit_0(root: Path, node: NodeProc, tmp_path
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(30) == 0
     assert (tmp_path / "terminated.txt").read_text() == "terminated shutdown n=1\n"
+    assert not (root / "run" / "node.sock").exists()
+    assert not (root / "run" / "node.pid").exists()
+
+
+def test_next_boot_wins_once_then_the_permanent_release(root: Path) -> None:
+    add_release(root, "fx", "2.0.0", [fx_app("2.0.0", greeting="Howdy")])
+    store.write_start(root, store.StartFile("1.0.0", next_boot="2.0.0"))
+    node = start_node(root)
+    try:
+        assert rpc(root, "fx_app.api:greet", "A") == "Howdy, A!"
+        st = json.loads(cli("status", "--root", str(root), "--json", check=True).stdout)
+        assert st["release"]["version"] == "2.0.0"
+        assert st["applications"][0]["version"] == "2.0.0"
+        # consumed by the boot: a crash now falls back to the permanent release
+        assert store.read_start(root) == store.StartFile("1.0.0")
+        node.kill9()
+        node = start_node(root)
+        assert rpc(root, "fx_app.api:greet", "A") == "Hello, A!"
+    finally:
+        node.close()
+
+
+def test_permanent_application_exit_stops_the_node(root: Path, node: NodeProc) -> None:
+    rpc(root, "fx_app.api:kill_top_supervisor")
+    assert node.proc.wait(30) == 1
+    assert "permanent application fx_app exited" in node.log_text()
+    assert not (root / "run" / "node.sock").exists()
+
+
+BROKEN_START = """
+async def start():
+    raise OSError("port 80 in use")
+"""
+
+
+@pytest.mark.parametrize(
+    ("breakage", "exit_code", "message"),
+    [
+        pytest.param("no_start_file", 2, "start.toml: not found; is ", id="no-start-file"),
+        pytest.param("unknown_release", 2, "releases on this root: 1.0.0", id="unknown-release"),
+        pytest.param(
+            "start_raises",
+            1,
+            "failed to start: fx_app.app:start raised OSError: port 80",
+            id="start-raises",
+        ),
+    ],
+)
+def test_boot_failure_is_one_typed_line_and_leaves_nothing_behind(
+    root: Path, breakage: str, exit_code: int, message: str
+) -> None:
+    args = ["start", "--root", str(root)]
+    if breakage == "no_start_file":
+        store.start_path(root).unlink()
+    elif breakage == "unknown_release":
+        args += ["--release", "9.9.9"]
+    else:
+        (root / "lib/fx_app-1.0.0/fx_app/app.py").write_text(BROKEN_START)
+    r = cli(*args)
+    assert r.returncode == exit_code, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and message in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
     assert not (root / "run" / "node.sock").exists()
     assert not (root / "run" / "node.pid").exists()
