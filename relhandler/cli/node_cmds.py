@@ -13,7 +13,7 @@ from rich.table import Table
 from relhandler.cli._app import app
 from relhandler.cli._node import JsonOpt, RootOpt, default_root, node_call
 from relhandler.cli._output import command, console, emit
-from relhandler.errors import UsageError
+from relhandler.errors import ReleaseError, UsageError
 
 __all__ = ["ping", "purge", "reload", "rpc", "start", "status", "stop", "which"]
 
@@ -59,6 +59,12 @@ def stop(root: RootOpt = None, json_out: JsonOpt = False) -> None:
     deadline = time.monotonic() + 60
     while sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    if sock.exists():
+        raise ReleaseError(
+            f"the node at {r} accepted `stop` but is still running after 60s; "
+            f"see its log, or end it with SIGTERM (pid in {r / 'run' / 'node.pid'})",
+            code="stop_timeout",
+        )
     emit(res, json_out=json_out, human=lambda: console.print("node stopped"))
 
 
