@@ -8,6 +8,7 @@ unauthenticated or truncated frame closes that connection only and changes nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -111,6 +112,8 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self._inflight = 0
+        self._idle = asyncio.Event()  # set while no request is being answered
+        self._idle.set()
 
     async def start(self) -> None:
         """Listen on ``run/node.sock`` (0600), replacing a stale socket file."""
@@ -128,10 +131,8 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
         # let requests being answered (e.g. the `stop` that got us here) send their reply
-        for _ in range(200):
-            if not self._inflight:
-                break
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 2.0)
         for t in list(self._conns):
             t.cancel()
         if self._conns:
@@ -175,10 +176,13 @@ class ControlServer:
                     return
                 raise
             self._inflight += 1
+            self._idle.clear()
             try:
                 await self._handle(req, writer, uid)
             finally:
                 self._inflight -= 1
+                if not self._inflight:
+                    self._idle.set()
 
     async def _handle(
         self, req: dict[str, Any], writer: asyncio.StreamWriter, uid: int | None

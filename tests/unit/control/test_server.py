@@ -370,3 +370,18 @@ async def test_error_from_the_node_keeps_its_class_and_exit_code(h: Harness) -> 
         await h.call("crash")
     assert ei.value.code == "internal" and ei.value.exit_code == 1
     assert not isinstance(ei.value, ProtocolError)
+
+
+async def test_close_lets_an_in_flight_reply_go_out(root: Path) -> None:
+    async for h in _serve(root, auth_timeout=60):
+        blocked = asyncio.create_task(h.call("block"))
+        await h.state.blocked.wait()
+        closing = asyncio.create_task(h.server.close())
+        await asyncio.sleep(0)  # close() is now waiting for the request to finish
+        assert not closing.done()
+        h.state.gate.set()
+        assert await blocked == "released"
+        await closing
+        assert not h.server.path.exists()
+        with pytest.raises(UnreachableError):
+            await h.call("ping")
