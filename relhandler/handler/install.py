@@ -11,6 +11,7 @@ and the error names the instruction and the process.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gc
 import logging
@@ -237,7 +238,7 @@ class Installer:
                         code="apply_failed",
                     ) from e
 
-    def preflight(self) -> list[dict[str, Any]]:
+    async def preflight(self) -> list[dict[str, Any]]:
         """Run each planned code_change on a deep copy of each affected process's state."""
         import sys as _sys
 
@@ -252,12 +253,12 @@ class Installer:
                 except Exception:
                     log.warning("preflight: cannot execute new module %s", name, exc_info=True)
         try:
-            return self._preflight()
+            return await self._preflight()
         finally:
             for name in added:
                 _sys.modules.pop(name, None)
 
-    def _preflight(self) -> list[dict[str, Any]]:
+    async def _preflight(self) -> list[dict[str, Any]]:
         failures: list[dict[str, Any]] = []
         code = self.node.code
         scratch: dict[str, types.ModuleType] = {}
@@ -293,7 +294,10 @@ class Installer:
                 if fn_mod is None:
                     continue
                 vsn = self._code_change_vsn(mode, mod, before_load=mod not in loaded_before)
-                for pid in pids:
+                for n, pid in enumerate(pids):
+                    if n % 256 == 255:
+                        # nothing is suspended yet: let the node serve calls meanwhile
+                        await asyncio.sleep(0)
                     p = self.node.processes.get(pid)
                     if p is None or not isinstance(p.sys, rsys.SysState):
                         continue

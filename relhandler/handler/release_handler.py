@@ -177,7 +177,7 @@ class ReleaseHandler:
             self.node.bind()
             inst, _target, mode, other = self._installer(vsn, opts or InstallOptions(), None)
             inst.check()
-            failures = inst.preflight()
+            failures = await inst.preflight()
             out = {
                 "version": vsn,
                 "from": self.current,
@@ -211,7 +211,7 @@ class ReleaseHandler:
                     "message": "the node restarts on the new release (state not carried)",
                 }
             inst.check()
-            failures = inst.preflight()
+            failures = await inst.preflight()
             _refuse_on(failures)
             if opts.dry_run:
                 return {
