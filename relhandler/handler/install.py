@@ -59,6 +59,7 @@ AFTER_PNR = {
     "point_of_no_return",
 }
 DEFAULT_SUSPEND = 5.0
+YIELD_EVERY = 0.005  # s of preflight work between two turns of the event loop
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -260,6 +261,7 @@ class Installer:
 
     async def _preflight(self) -> list[dict[str, Any]]:
         failures: list[dict[str, Any]] = []
+        last_yield = time.perf_counter()
         code = self.node.code
         scratch: dict[str, types.ModuleType] = {}
         loaded_before: set[str] = set()
@@ -294,10 +296,11 @@ class Installer:
                 if fn_mod is None:
                     continue
                 vsn = self._code_change_vsn(mode, mod, before_load=mod not in loaded_before)
-                for n, pid in enumerate(pids):
-                    if n % 256 == 255:
+                for pid in pids:
+                    if time.perf_counter() - last_yield > YIELD_EVERY:
                         # nothing is suspended yet: let the node serve calls meanwhile
                         await asyncio.sleep(0)
+                        last_yield = time.perf_counter()
                     p = self.node.processes.get(pid)
                     if p is None or not isinstance(p.sys, rsys.SysState):
                         continue
