@@ -16,6 +16,7 @@ import secrets
 import socket
 import stat
 import struct
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -69,13 +70,20 @@ def ensure_cookie(root: Path) -> bytes:
     """Create ``run/`` (0700) and ``run/cookie`` (0600) on first start; refuse loose modes."""
     rd = run_dir(root)
     if not rd.exists():
-        rd.mkdir(mode=0o700, parents=True)
+        rd.mkdir(mode=0o700, parents=True, exist_ok=True)  # two racing starts: both fine
     _check_private(rd, "control directory")
     cookie = rd / "cookie"
     if not cookie.exists():
-        fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        # write a private temp file, then link it into place: the cookie appears whole or
+        # not at all, and a racing start that loses keeps the winner's cookie
+        fd, tmp = tempfile.mkstemp(prefix=".cookie.", dir=rd)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, cookie)
+        finally:
+            os.unlink(tmp)
     _check_private(cookie, "cookie file")
     return cookie.read_text().strip().encode()
 
