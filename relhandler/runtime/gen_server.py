@@ -444,4 +444,10 @@ async def stop(server: Pid | str, reason: Any = "normal", timeout: float | None 
     if isinstance(s, _ServerState):
         s.request("replace_state", _do_stop)
     if task is not None:
-        await asyncio.wait([task], timeout=timeout)
+        done, _ = await asyncio.wait([task], timeout=timeout)
+        if not done:
+            # OTP's gen_server:stop exits with timeout; saying nothing would claim a stop
+            # that did not happen (the request stays queued, as OTP's does)
+            raise CallTimeoutError(
+                f"stop of {p.pid} did not finish within {timeout}s (busy in a callback?)"
+            )

@@ -111,11 +111,19 @@ class SysState:
             return
         try:
             result = await self._handle(req.op, req.arg)
-        except BaseException as e:
+        except Exception as e:
             if not req.fut.done():
                 req.fut.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
+        except BaseException:
+            # a stop/exit/cancel unwinding the loop: a waiting requester gets NoProcError;
+            # the BaseException itself is not parked on the future (stop() never reads it,
+            # so asyncio would log "exception was never retrieved")
+            if not req.fut.done():
+                req.fut.set_exception(
+                    NoProcError(f"{self.proc.pid} exited while handling {req.op}")
+                )
+                req.fut.exception()  # mark retrieved; an awaiting requester still gets it
+            raise
         else:
             if not req.fut.done():
                 req.fut.set_result(result)
