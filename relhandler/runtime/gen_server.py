@@ -432,7 +432,11 @@ def reply(from_: From, value: Any) -> None:
 
 
 async def stop(server: Pid | str, reason: Any = "normal", timeout: float | None = 5.0) -> None:
-    """Stop a server: ``terminate(reason, state)`` runs, then it exits with ``reason``."""
+    """Stop a server: ``terminate(reason, state)`` runs, then it exits with ``reason``.
+
+    Raises ``CallTimeoutError`` if it has not exited within ``timeout`` seconds (busy in a
+    callback); the stop request stays queued and is honoured when that callback returns.
+    """
     node = current_node()
     p = node.process(server)
     task = p.task
