@@ -230,6 +230,10 @@ class Node:
         self.code: CodeServer = CodeServer(self)
         # the application controller is attached by runtime/application.py when used
         self.apps: Any = None
+        # gen_server.call runs the callback of an idle server on the caller's turn (see
+        # gen_server.call); ``inline_left`` counts such calls until the caller must yield
+        self.inline_calls = True
+        self.inline_left = self.INLINE_BUDGET
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -238,6 +242,7 @@ class Node:
         return self._loop
 
     SWEEP = 0.025  # deadline granularity for call timeouts, in seconds
+    INLINE_BUDGET = 64  # inline calls in a row before a caller goes through the loop
 
     def add_deadline(
         self,

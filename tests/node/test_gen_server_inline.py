@@ -1,0 +1,215 @@
+"""Inline calls: a call to an idle server runs ``handle_call`` on the caller's turn.
+
+Each behaviour is checked with the inline path on and off: the two must not differ in
+anything but how many trips through the event loop a call costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from relhandler.errors import CallExitError
+from relhandler.runtime import Node, gen_server, monitor, receive, sys
+
+from .conftest import CodeDir, until
+
+SRV = """
+import asyncio
+from relhandler.runtime import self_pid, send
+
+def init(args):
+    return ("ok", {"n": 0, "timeouts": 0})
+
+def handle_call(req, from_, state):
+    if req == "who":
+        return ("reply", self_pid(), state)
+    if req == "incr":
+        return ("reply", state["n"] + 1, {**state, "n": state["n"] + 1})
+    if req == "crash":
+        raise RuntimeError("crashed in handle_call")
+    if req == "stop":
+        return ("stop", "normal", "bye", state)
+    if req == "with_timeout":
+        return ("reply", "armed", state, 20)
+    if req == "timeouts":
+        return ("reply", state["timeouts"], state)
+    if req == "later":
+        return ("noreply", {**state, "waiting": from_})
+    if req == "bad":
+        return ("nonsense",)
+    return ("reply", None, state)
+
+def handle_cast(msg, state):
+    from relhandler.runtime import gen_server
+    gen_server.reply(state["waiting"], msg)
+    return ("noreply", state)
+
+def handle_info(msg, state):
+    if msg == "timeout":
+        return ("noreply", {**state, "timeouts": state["timeouts"] + 1})
+    return ("noreply", state)
+
+def terminate(reason, state):
+    send("inline_watch", ("terminated", repr(reason)))
+"""
+
+ASYNC_SRV = """
+import asyncio
+
+def init(args):
+    return ("ok", None)
+
+async def handle_call(req, from_, state):
+    await asyncio.sleep(0)
+    return ("reply", id(asyncio.current_task()), state)
+"""
+
+
+@pytest.fixture(params=[True, False], ids=["inline", "queued"])
+def inline(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+async def _node(code_dir: CodeDir, inline: bool) -> tuple[Node, str]:
+    node = Node()
+    node.activate()
+    node.inline_calls = inline
+    node.code.set_path([code_dir.root])
+    code_dir.write("srv", SRV)
+    return node, code_dir.name("srv")
+
+
+async def _watch() -> None:
+    from relhandler.runtime import register, self_pid
+
+    register("inline_watch", self_pid())
+    await asyncio.Event().wait()
+
+
+async def test_callback_runs_as_the_server(code_dir: CodeDir, inline: bool) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        assert await gen_server.call(pid, "who") == pid
+        assert [await gen_server.call(pid, "incr") for _ in range(3)] == [1, 2, 3]
+        assert (await sys.get_state(pid))["n"] == 3
+    finally:
+        await node.close()
+
+
+async def test_crash_in_handle_call_ends_the_server_not_the_caller(
+    code_dir: CodeDir, inline: bool
+) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        node.spawn(_watch)
+        await until(lambda: "inline_watch" in node.names)
+        pid = await gen_server.start(me)
+        watcher = node.processes[node.names["inline_watch"]]
+
+        async def caller() -> None:
+            ref = monitor(pid)
+            with pytest.raises(CallExitError):
+                await gen_server.call(pid, "crash")
+            down = await receive(match=lambda m: m[0] == "DOWN" and m[1] == ref)
+            assert isinstance(down[4], RuntimeError)
+
+        c = node.spawn(caller)
+        await until(lambda: c not in node.processes)
+        assert pid not in node.processes
+        assert list(watcher.mailbox) == [("terminated", "RuntimeError('crashed in handle_call')")]
+    finally:
+        await node.close()
+
+
+async def test_stop_timeout_noreply_and_bad_return(code_dir: CodeDir, inline: bool) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        assert await gen_server.call(pid, "with_timeout") == "armed"
+        await until(lambda: node.processes[pid].sys.state["timeouts"] == 1)
+        later = asyncio.ensure_future(gen_server.call(pid, "later"))
+        await asyncio.sleep(0.01)
+        assert not later.done()
+        gen_server.cast(pid, "answered")
+        assert await later == "answered"
+        assert await gen_server.call(pid, "stop") == "bye"
+        await until(lambda: pid not in node.processes)
+
+        pid2 = await gen_server.start(me)
+        with pytest.raises(CallExitError):
+            await gen_server.call(pid2, "bad")
+        assert pid2 not in node.processes
+    finally:
+        await node.close()
+
+
+async def test_async_handle_call_runs_in_the_servers_own_task(
+    code_dir: CodeDir, inline: bool
+) -> None:
+    node, _ = await _node(code_dir, inline)
+    try:
+        code_dir.write("asrv", ASYNC_SRV)
+        pid = await gen_server.start(code_dir.name("asrv"))
+        task = node.processes[pid].task
+        assert await gen_server.call(pid, "x") == id(task)
+    finally:
+        await node.close()
+
+
+async def test_a_crash_lands_before_a_suspend_that_follows_it(code_dir: CodeDir) -> None:
+    """The server acts on an inline outcome before it honours a suspend: an upgrade never
+    finds a server whose callback has crashed but which has not terminated yet. (Queued, the
+    request would simply wait in the mailbox behind the suspend, as in OTP.)"""
+    node, me = await _node(code_dir, True)
+    try:
+        pid = await gen_server.start(me)
+        call = asyncio.ensure_future(gen_server.call(pid, "crash"))
+        await asyncio.sleep(0)  # the call runs handle_call inline; the server has not woken
+        assert node.processes[pid].sys.pending is not None
+        r = await sys.suspend_many([pid], timeout=1)
+        assert r.suspended == () and r.skipped == ((pid, "noproc"),)
+        with pytest.raises(CallExitError):
+            await call
+    finally:
+        await node.close()
+
+
+async def test_an_idle_server_answers_without_a_trip_through_the_loop(
+    code_dir: CodeDir, inline: bool
+) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        ticks: list[int] = []
+        asyncio.get_running_loop().call_soon(ticks.append, 1)
+        await gen_server.call(pid, "incr")
+        assert ticks == ([] if inline else [1])
+    finally:
+        await node.close()
+
+
+async def test_a_calling_loop_still_lets_others_run(code_dir: CodeDir, inline: bool) -> None:
+    """Inline calls yield to the loop every ``INLINE_BUDGET`` calls (like BEAM's reductions),
+    so a process that only makes calls does not starve the node."""
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        ticks = [0]
+
+        async def ticker() -> None:
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        node.spawn(ticker)
+        await asyncio.sleep(0)
+        n = 20 * Node.INLINE_BUDGET
+        for _ in range(n):
+            await gen_server.call(pid, "incr")
+        assert ticks[0] >= 10
+        assert (await sys.get_state(pid))["n"] == n
+    finally:
+        await node.close()
