@@ -54,6 +54,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "bench",
         "clients",
         "relhandler",
+        "queued",
         "OTP",
         "rh/OTP",
         "pykka",
@@ -70,10 +71,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             o = med.get((bench, "otp", clients), {}).get("per_s")
             p = med.get((bench, "pykka", clients), {}).get("per_s")
             a = med.get((bench, "asyncio", clients), {}).get("per_s")
+            q = med.get((bench, "relhandler-queued", clients), {}).get("per_s")
             t.add_row(
                 bench,
                 str(clients),
                 f"{rh:,.0f}",
+                _f(q),
                 _f(o),
                 _r(rh, o),
                 _f(p),
@@ -89,7 +92,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         u.add_column(f"rh N={n}", justify="right")
         u.add_column(f"OTP N={n}", justify="right")
         u.add_column("rh/OTP", justify="right")
-    for m in (*UPGRADE_KEYS, "calls_failed", "call_max_during_ms", "rss_after_mb"):
+    for m in (
+        *UPGRADE_KEYS,
+        "calls_during",
+        "calls_failed",
+        "call_p_max_before_ms",
+        "call_max_during_ms",
+        "casts_lost",
+        "casts_reordered",
+        "tcp_dropped",
+        "tcp_max_ms",
+        "rss_after_mb",
+    ):
         cells = []
         for n in sizes:
             rh = med.get(("upgrade", "relhandler", n), {}).get(m)

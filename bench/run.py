@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -125,7 +126,15 @@ async def _rh_calls(seconds: float, work: Path) -> list[dict[str, Any]]:
     async with Node() as node:
         node.code.set_path([code])
         srv = await gen_server.start("bench_srv")
-        for clients in (1, 2):
+        # "relhandler": as shipped (an idle server's handle_call runs on the caller's turn);
+        # "relhandler-queued": every call through the server's mailbox and task
+        for side, clients in (
+            ("relhandler", 1),
+            ("relhandler", 2),
+            ("relhandler-queued", 1),
+            ("relhandler-queued", 2),
+        ):
+            node.inline_calls = side == "relhandler"
             counts = [0] * clients
             deadline = time.perf_counter() + seconds
 
@@ -148,11 +157,12 @@ async def _rh_calls(seconds: float, work: Path) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "bench": "calls",
-                    "side": "relhandler",
+                    "side": side,
                     "clients": clients,
                     "per_s": sum(counts) / seconds,
                 }
             )
+        node.inline_calls = True
         n = 200_000
         t0 = time.perf_counter()
         for _ in range(n):
@@ -245,7 +255,56 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+TCP_CONNS = 20  # connections held open through each upgrade
+
+
+def _tcp_load(port: int, stop: threading.Event, out: dict[str, Any]) -> None:
+    """Keep TCP_CONNS echo connections busy, round-robin, until ``stop``; then check that
+    each still answers, now from v2. A connection that fails at any point is dropped."""
+    conns = []
+    for _ in range(TCP_CONNS):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        conns.append((s, s.makefile("rb")))
+    dropped: set[int] = set()
+    worst = 0.0
+    sent = 0
+    out["ready"].set()
+
+    def ping(k: int, text: str) -> bytes:
+        s, f = conns[k]
+        s.sendall(text.encode() + b"\n")
+        line = f.readline()
+        if not line:
+            raise ConnectionError("closed")
+        return bytes(line)
+
+    while not stop.is_set():
+        for k in range(TCP_CONNS):
+            if k in dropped:
+                continue
+            t0 = time.perf_counter()
+            try:
+                ping(k, f"ping {sent}")
+                sent += 1
+                worst = max(worst, (time.perf_counter() - t0) * 1000)
+            except OSError:
+                dropped.add(k)
+    v2 = 0
+    for k in range(TCP_CONNS):
+        try:
+            v2 += ping(k, "after").startswith(b"v2 ")
+        except OSError:
+            dropped.add(k)
+    for s, f in conns:
+        f.close()
+        s.close()
+    out.update(tcp_pings=sent, tcp_dropped=len(dropped), tcp_answering_v2=v2, tcp_max_ms=worst)
+
+
 def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
+    """Upgrade a real fleet node of ``n`` workers from 1.0.0 to 2.0.0 under load: a process
+    on the node calling the workers and casting numbered messages to them (like OTP's side),
+    and TCP_CONNS echo connections from here, all checked afterwards."""
     from relhandler.control.client import Client
 
     if n not in builds:
@@ -258,37 +317,31 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
         pid = cli("status", "--root", str(root))["pid"]
         cli("unpack", str(out / "fleet-2.0.0.tar.gz"), "--root", str(root))
         rss0 = _rss_mb(pid)
-        lat: list[float] = []
-        failed = [0]
+
+        def rpc(fn: str) -> Any:
+            with Client(root, timeout=120) as c:
+                return c.call("rpc", {"module": "fleet.api", "function": fn, "args": []})
+
+        tcp: dict[str, Any] = {"ready": threading.Event()}
         stop = threading.Event()
-
-        def load() -> None:
-            with Client(root, timeout=60) as c:
-                i = 0
-                while not stop.is_set():
-                    t0 = time.perf_counter()
-                    try:
-                        c.call("rpc", {"module": "fleet.api", "function": "call_one", "args": [i]})
-                        lat.append((time.perf_counter() - t0) * 1000)
-                    except Exception:
-                        failed[0] += 1
-                    i += 7
-
-        th = threading.Thread(target=load, daemon=True)
+        th = threading.Thread(target=_tcp_load, args=(rpc("tcp_port"), stop, tcp), daemon=True)
         th.start()
+        tcp["ready"].wait(60)
+        rpc("load_start")
         try:
             time.sleep(0.3)
-            before = list(lat)
-            n_before = len(before)
+            rpc("load_mark")
             res = cli("install", "2.0.0", "--root", str(root))
-            during = lat[n_before:]
             time.sleep(0.2)
         finally:
+            load = rpc("load_stop")
             stop.set()
-            th.join(60)
-        with Client(root, timeout=60) as c:
-            pauses = c.call("rpc", {"module": "fleet.api", "function": "pauses", "args": []})
-        steps = {s["instruction"].split()[0]: s["ms"] for s in res["steps"]}
+            th.join(120)
+        pauses = rpc("pauses")
+        steps: dict[str, float] = {}
+        for st in res["steps"]:  # one row per instruction: add up e.g. both code_changes
+            kind = st["instruction"].split()[0]
+            steps[kind] = steps.get(kind, 0.0) + st["ms"]
         return {
             "bench": "upgrade",
             "side": "relhandler",
@@ -304,9 +357,18 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
             "processes_paused": pauses["count"],
             "rss_before_mb": round(rss0, 1),
             "rss_after_mb": round(_rss_mb(pid), 1),
-            "calls_failed": failed[0],
-            "call_p_max_before_ms": max(before) if before else None,
-            "call_max_during_ms": max(during) if during else None,
+            "calls_failed": load["failed"],
+            "calls_during": load["calls_during"],
+            "call_p_max_before_ms": load["max_before_ms"],
+            "call_max_during_ms": load["max_during_ms"],
+            "casts_sent": load["casts"],
+            "casts_lost": load["casts_lost"],
+            "casts_reordered": load["casts_reordered"],
+            "tcp_conns": TCP_CONNS,
+            "tcp_pings": tcp.get("tcp_pings"),
+            "tcp_dropped": tcp.get("tcp_dropped"),
+            "tcp_answering_v2": tcp.get("tcp_answering_v2"),
+            "tcp_max_ms": tcp.get("tcp_max_ms"),
         }
     finally:
         subprocess.run(

@@ -40,6 +40,7 @@ __all__ = [
     "InstallResult",
     "Installer",
     "find_processes",
+    "trial_copy",
 ]
 
 log = logging.getLogger("relhandler.install")
@@ -308,7 +309,7 @@ class Installer:
                         fn = getattr(fn_mod, "code_change", None)
                         if fn is None:
                             raise ReleaseError(f"{mod} has no code_change")
-                        r = fn(vsn, copy.deepcopy(p.sys.state), extra)
+                        r = fn(vsn, trial_copy(p.sys.state), extra)
                         if isinstance(r, types.CoroutineType):
                             r.close()  # async code_change: not run by the preflight
                             continue
@@ -613,3 +614,45 @@ def _scratch_module(p: Prepared) -> types.ModuleType:
     m.__dict__["__builtins__"] = builtins
     exec(p.code, m.__dict__)
     return m
+
+
+def trial_copy(state: Any) -> Any:
+    """A deep copy of ``state`` for a trial ``code_change``, tolerant of live resources.
+
+    States of connection processes hold sockets, stream writers, futures or locks, which
+    ``copy.deepcopy`` refuses. Containers (dict, list, tuple, set) are copied all the way
+    down; any other object that cannot be deep-copied is *shared* with the live state, so a
+    trial ``code_change`` sees it as it is (and must not act on it, e.g. write to it).
+    """
+    try:
+        return copy.deepcopy(state)
+    except Exception:
+        return _tolerant_copy(state, {})
+
+
+def _tolerant_copy(x: Any, memo: dict[int, Any]) -> Any:
+    i = id(x)
+    if i in memo:
+        return memo[i]
+    t = type(x)
+    y: Any
+    if t is dict:
+        y = {}
+        memo[i] = y
+        for k, v in x.items():
+            y[_tolerant_copy(k, memo)] = _tolerant_copy(v, memo)
+        return y
+    if t is list:
+        y = []
+        memo[i] = y
+        y.extend(_tolerant_copy(v, memo) for v in x)
+        return y
+    if t is tuple or t is set or t is frozenset:
+        y = t(_tolerant_copy(v, memo) for v in x)
+    else:
+        try:
+            y = copy.deepcopy(x)
+        except Exception:
+            y = x  # a live resource: shared, not copied
+    memo[i] = y
+    return y

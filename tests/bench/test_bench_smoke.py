@@ -15,7 +15,13 @@ pytestmark = pytest.mark.e2e
 
 def test_call_benchmarks_report_rates(tmp_path: Path) -> None:
     rows = asyncio.run(run._rh_calls(0.1, tmp_path))
-    assert {(r["bench"], r["clients"]) for r in rows} == {("calls", 1), ("calls", 2), ("casts", 1)}
+    assert {(r["bench"], r["side"], r["clients"]) for r in rows} == {
+        ("calls", "relhandler", 1),
+        ("calls", "relhandler", 2),
+        ("calls", "relhandler-queued", 1),
+        ("calls", "relhandler-queued", 2),
+        ("casts", "relhandler", 1),
+    }
     assert all(r["per_s"] > 0 for r in rows)
 
 
@@ -34,7 +40,11 @@ def test_live_upgrade_benchmark_row(tmp_path: Path) -> None:
     ):
         assert row[key] is not None, key
     assert row["processes_paused"] == 50
-    assert row["calls_failed"] == 0
+    # the load ran through the upgrade and nothing was lost, reordered or dropped
+    assert row["calls_during"] > 0 and row["calls_failed"] == 0
+    assert row["casts_sent"] > 0 and row["casts_lost"] == 0 and row["casts_reordered"] == 0
+    assert row["tcp_pings"] > 0 and row["tcp_dropped"] == 0
+    assert row["tcp_answering_v2"] == run.TCP_CONNS
 
 
 def test_otp_side_when_erlang_is_there(tmp_path: Path, erl: str) -> None:
