@@ -31,7 +31,7 @@ from relhandler.runtime import Node, Pid
 from relhandler.runtime import sys as rsys
 from relhandler.runtime.application import AppController
 from relhandler.runtime.code import Prepared, Snapshot
-from relhandler.runtime.supervisor import peek_children
+from relhandler.runtime.supervisor import peek_children, peek_groups
 from relhandler.terms import from_term, to_term
 
 __all__ = [
@@ -122,11 +122,46 @@ def find_processes(node: Node) -> list[tuple[Pid | None, Any, Pid, list[str]]]:
 
 
 def _pids_for(node: Node, mod: str) -> list[Pid]:
-    seen: dict[Pid, None] = {}
-    for _sup, _id, pid, mods in find_processes(node):
-        if mod in mods:
-            seen[pid] = None
-    return list(seen)
+    return _process_index(node).get(mod, [])
+
+
+def _process_index(node: Node) -> dict[str, list[Pid]]:
+    """module → the processes whose child spec names it (``dynamic``: whose ``get_modules``
+    does), from one walk of the running apps' supervision trees. Done once per suspend
+    instruction, as OTP's release_handler_1 does; the children of a ``simple_one_for_one``
+    supervisor are taken as one group (they share one spec)."""
+    index: dict[str, dict[Pid, None]] = {}
+    apps = node.apps
+    if not isinstance(apps, AppController):
+        return {}
+    procs = node.processes
+
+    def add(mods: Any, pids: list[Pid]) -> None:
+        for m in mods:
+            index.setdefault(m, {}).update(dict.fromkeys(pids))
+
+    def walk(sup: Pid) -> None:
+        for typ, mods, pids in peek_groups(sup):
+            pids = [p for p in pids if p in procs]
+            if mods == "dynamic":
+                for pid in pids:
+                    s = procs[pid].sys
+                    add(s.modules() if isinstance(s, rsys.SysState) else (), [pid])
+            else:
+                add(mods, pids)
+            if typ == "supervisor":
+                for pid in pids:
+                    walk(pid)
+
+    for name in list(apps.order):
+        top = apps.top_supervisor(name)
+        if top is None or top not in procs:
+            continue
+        s = procs[top].sys
+        if isinstance(s, rsys.SysState):
+            add([s.module], [top])
+        walk(top)
+    return {m: list(pids) for m, pids in index.items()}
 
 
 @dataclass(slots=True)
@@ -136,7 +171,7 @@ class _Undo:
     specs: dict[str, Any] = field(default_factory=dict)
     env: dict[str, dict[str, Any]] = field(default_factory=dict)
     states: dict[Pid, Any] = field(default_factory=dict)
-    suspended: list[Pid] = field(default_factory=list)
+    suspended: dict[Pid, None] = field(default_factory=dict)  # an ordered set
     started_apps: list[str] = field(default_factory=list)
     stopped_apps: list[tuple[str, str]] = field(default_factory=list)
 
@@ -266,6 +301,7 @@ class Installer:
         code = self.node.code
         scratch: dict[str, types.ModuleType] = {}
         loaded_before: set[str] = set()
+        index = _process_index(self.node)
         for k, i in enumerate(self.terms):
             tag = _tag(i)
             if tag == "load":
@@ -274,7 +310,7 @@ class Installer:
                 continue
             mode = i[1] if len(i) == 3 else "up"
             for mod, extra in i[-1]:
-                pids = _pids_for(self.node, mod)
+                pids = index.get(mod, [])
                 if mod in loaded_before and mod in self.prepared:
                     fn_mod = scratch.get(mod)
                     if fn_mod is None:
@@ -335,13 +371,14 @@ class Installer:
     def dry_run(self) -> list[dict[str, Any]]:
         """Every instruction with the processes its suspend/code_change would touch."""
         out = []
+        index = _process_index(self.node)
         for k, i in enumerate(self.terms):
             row: dict[str, Any] = {"index": k, "instruction": from_term(i)}
             if _tag(i) == "suspend":
                 mods = [x[0] if isinstance(x, tuple) else x for x in i[1]]
-                row["processes"] = {m: [str(p) for p in _pids_for(self.node, m)] for m in mods}
+                row["processes"] = {m: [str(p) for p in index.get(m, [])] for m in mods}
             elif _tag(i) == "code_change":
-                row["processes"] = {m: [str(p) for p in _pids_for(self.node, m)] for m, _ in i[-1]}
+                row["processes"] = {m: [str(p) for p in index.get(m, [])] for m, _ in i[-1]}
             out.append(row)
         return out
 
@@ -430,8 +467,8 @@ class Installer:
             for m in i[1]:
                 pids = self.suspended.get(m, [])
                 rsys.resume_many(pids)
-                resumed = set(pids)
-                self.undo.suspended = [p for p in self.undo.suspended if p not in resumed]
+                for p in pids:
+                    self.undo.suspended.pop(p, None)
         elif tag == "code_change":
             mode = i[1] if len(i) == 3 else "up"
             for mod, extra in i[-1]:
@@ -471,6 +508,7 @@ class Installer:
             self.result.unpurged[mod] = post
 
     async def _suspend(self, entries: list[Any]) -> None:
+        index = _process_index(self.node)
         for e in entries:
             mod, t = e if isinstance(e, tuple) else (e, "default")
             if self.opts.suspend_timeout is not None:
@@ -481,10 +519,11 @@ class Installer:
                 timeout = None
             else:
                 timeout = float(t) / 1000.0
-            pids = [p for p in _pids_for(self.node, mod) if p not in self.undo.suspended]
+            done = self.undo.suspended
+            pids = [p for p in index.get(mod, []) if p not in done]
             res = await rsys.suspend_many(pids, timeout)
             self.suspended.setdefault(mod, []).extend(res.suspended)
-            self.undo.suspended.extend(res.suspended)
+            done.update(dict.fromkeys(res.suspended))
             self.result.touched[mod] = self.result.touched.get(mod, 0) + len(res.suspended)
             late = [(p, why) for p, why in res.skipped if why == "timeout"]
             if late:
@@ -591,8 +630,8 @@ class Installer:
         if isinstance(apps, AppController):
             for name, type_ in u.stopped_apps:
                 await apps.start(name, type_)
-        rsys.resume_many(u.suspended)
-        u.suspended = []
+        rsys.resume_many(list(u.suspended))
+        u.suspended = {}
         log.info("rollback complete: code, %d process states and app specs restored", len(u.states))
 
 
@@ -621,20 +660,25 @@ def trial_copy(state: Any) -> Any:
 
     States of connection processes hold sockets, stream writers, futures or locks, which
     ``copy.deepcopy`` refuses. Containers (dict, list, tuple, set) are copied all the way
-    down; any other object that cannot be deep-copied is *shared* with the live state, so a
-    trial ``code_change`` sees it as it is (and must not act on it, e.g. write to it).
+    down, keeping shared and cyclic references as ``deepcopy`` does; immutable scalars are
+    reused; any other object goes to ``copy.deepcopy``, and if that refuses it, it is
+    *shared* with the live state, so a trial ``code_change`` sees it as it is (and must not
+    act on it, e.g. write to it). Plain data takes the fast path: the preflight copies the
+    state of every affected process.
     """
-    try:
-        return copy.deepcopy(state)
-    except Exception:
-        return _tolerant_copy(state, {})
+    return _tolerant_copy(state, {})
+
+
+_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, range, Pid})
 
 
 def _tolerant_copy(x: Any, memo: dict[int, Any]) -> Any:
+    t = type(x)
+    if t in _ATOMIC:
+        return x
     i = id(x)
     if i in memo:
         return memo[i]
-    t = type(x)
     y: Any
     if t is dict:
         y = {}
@@ -645,10 +689,10 @@ def _tolerant_copy(x: Any, memo: dict[int, Any]) -> Any:
     if t is list:
         y = []
         memo[i] = y
-        y.extend(_tolerant_copy(v, memo) for v in x)
+        y.extend([_tolerant_copy(v, memo) for v in x])
         return y
     if t is tuple or t is set or t is frozenset:
-        y = t(_tolerant_copy(v, memo) for v in x)
+        y = t([_tolerant_copy(v, memo) for v in x])
     else:
         try:
             y = copy.deepcopy(x)

@@ -8,6 +8,7 @@ and writes ``RELEASES.toml`` / ``start.toml`` through :mod:`relhandler.handler.s
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -194,76 +195,105 @@ class ReleaseHandler:
     ) -> dict[str, Any]:
         """Upgrade or downgrade the running node to ``vsn`` (rolled back in place on error)."""
         async with self.lock:
-            self.node.bind()
-            t0 = time.perf_counter()
-            inst, target, mode, other = self._installer(vsn, opts, progress)
-            if inst.terms and inst.terms[0] == "restart_new_emulator":
-                if opts.dry_run:
-                    return {"dry_run": True, "restart": True, "steps": inst.dry_run()}
-                # the runtime beneath changed (deps or Python): boot the new release fresh
-                start = store.read_start(self.root) or store.StartFile(self.current)
-                store.write_start(self.root, replace(start, next_boot=vsn))
-                self.request_restart()
-                return {
-                    "version": vsn,
-                    "from": self.current,
-                    "restart": True,
-                    "message": "the node restarts on the new release (state not carried)",
-                }
-            inst.check()
-            failures = await inst.preflight()
-            _refuse_on(failures)
-            if opts.dry_run:
-                return {
-                    "dry_run": True,
-                    "version": vsn,
-                    "from": self.current,
-                    "mode": mode,
-                    "steps": inst.dry_run(),
-                }
-            await inst.run_before_pnr()
-            crash = os.environ.get("RELHANDLER_TEST_CRASH_AFTER")
-            old_env = (
-                {n: dict(la.env) for n, la in self.node.apps.loaded.items()}
-                if isinstance(self.node.apps, AppController)
-                else {}
-            )
+            # a full GC pass over a big node costs tens of ms and the preflight's copies
+            # trigger them: keep the collector off for the whole install (refcounting still
+            # frees everything acyclic), so it pauses neither the install nor the callers
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
             try:
-                result = await inst.execute(int(crash) if crash else None)
-            except InstallError as e:
-                if e.code == "rollback_failed":
-                    # OTP's behaviour: restart; the node boots the permanent release and the
-                    # new one shows as unpacked (current is never written to disk)
-                    self.request_restart()
-                raise
-            previous = self.current
-            self.booted = target
-            self.releases = self.releases.set_current(vsn)
-            self._write()
-            self.unpurged.update(result.unpurged)
-            if self.unpurged and self._purger is None:
-                self._purger = asyncio.get_running_loop().create_task(self._soft_purge_loop())
-            if isinstance(self.node.apps, AppController):
-                new_env = {n: la.env for n, la in self.node.apps.loaded.items()}
-                for n, la in self.node.apps.loaded.items():
-                    la.env = old_env.get(n, la.env)
-                await self.node.apps.change_config(new_env)
-            total = (time.perf_counter() - t0) * 1000
-            log.info("installed %s (from %s, %s) in %.1f ms", vsn, previous, mode, total)
-            if result.restart:
-                start = store.read_start(self.root) or store.StartFile(previous)
-                store.write_start(self.root, replace(start, next_boot=vsn))
-                self.request_restart()
+                return await self._install(vsn, opts, progress)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+
+    async def _install(
+        self, vsn: str, opts: InstallOptions, progress: Progress | None
+    ) -> dict[str, Any]:
+        self.node.bind()
+        t0 = time.perf_counter()
+        inst, target, mode, other = self._installer(vsn, opts, progress)
+        if inst.terms and inst.terms[0] == "restart_new_emulator":
+            if opts.dry_run:
+                return {"dry_run": True, "restart": True, "steps": inst.dry_run()}
+            # the runtime beneath changed (deps or Python): boot the new release fresh
+            start = store.read_start(self.root) or store.StartFile(self.current)
+            store.write_start(self.root, replace(start, next_boot=vsn))
+            self.request_restart()
             return {
                 "version": vsn,
-                "from": previous,
-                "mode": mode,
-                "other": other,
-                "ms": round(total, 3),
-                "steps": result.steps,
-                "restart": result.restart,
-                "touched": result.touched,
+                "from": self.current,
+                "restart": True,
+                "message": "the node restarts on the new release (state not carried)",
             }
+        t_plan = time.perf_counter()
+        inst.check()
+        t_check = time.perf_counter()
+        failures = await inst.preflight()
+        t_pre = time.perf_counter()
+        _refuse_on(failures)
+        if opts.dry_run:
+            return {
+                "dry_run": True,
+                "version": vsn,
+                "from": self.current,
+                "mode": mode,
+                "steps": inst.dry_run(),
+            }
+        await inst.run_before_pnr()
+        crash = os.environ.get("RELHANDLER_TEST_CRASH_AFTER")
+        old_env = (
+            {n: dict(la.env) for n, la in self.node.apps.loaded.items()}
+            if isinstance(self.node.apps, AppController)
+            else {}
+        )
+        try:
+            result = await inst.execute(int(crash) if crash else None)
+        except InstallError as e:
+            if e.code == "rollback_failed":
+                # OTP's behaviour: restart; the node boots the permanent release and the
+                # new one shows as unpacked (current is never written to disk)
+                self.request_restart()
+            raise
+        previous = self.current
+        self.booted = target
+        self.releases = self.releases.set_current(vsn)
+        self._write()
+        self.unpurged.update(result.unpurged)
+        if self.unpurged and self._purger is None:
+            self._purger = asyncio.get_running_loop().create_task(self._soft_purge_loop())
+        if isinstance(self.node.apps, AppController):
+            new_env = {n: la.env for n, la in self.node.apps.loaded.items()}
+            for n, la in self.node.apps.loaded.items():
+                la.env = old_env.get(n, la.env)
+            await self.node.apps.change_config(new_env)
+        t_end = time.perf_counter()
+        total = (t_end - t0) * 1000
+        log.info(
+            "installed %s (from %s, %s) in %.1f ms: plan %.1f, checks %.1f, preflight %.1f, "
+            "script %.1f",
+            vsn,
+            previous,
+            mode,
+            total,
+            (t_plan - t0) * 1000,
+            (t_check - t_plan) * 1000,
+            (t_pre - t_check) * 1000,
+            (t_end - t_pre) * 1000,
+        )
+        if result.restart:
+            start = store.read_start(self.root) or store.StartFile(previous)
+            store.write_start(self.root, replace(start, next_boot=vsn))
+            self.request_restart()
+        return {
+            "version": vsn,
+            "from": previous,
+            "mode": mode,
+            "other": other,
+            "ms": round(total, 3),
+            "steps": result.steps,
+            "restart": result.restart,
+            "touched": result.touched,
+        }
 
     async def _soft_purge_loop(self) -> None:
         # OTP: modules whose post-purge is soft_purge are soft-purged every 10 s

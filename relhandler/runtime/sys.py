@@ -268,7 +268,12 @@ async def change_code_many(
 
 
 def resume_many(pids: Iterable[Pid]) -> None:
-    """Resume processes in one pass; each wakes if messages queued while it was suspended."""
+    """Resume processes in one pass.
+
+    Only a process with messages queued (or a timeout to re-arm) is woken: an idle one
+    stays parked on its mailbox and runs at its next message, so resuming 10,000 idle
+    processes costs no task switches.
+    """
     node = current_node()
     now = time.perf_counter()
     for pid in pids:
@@ -279,7 +284,8 @@ def resume_many(pids: Iterable[Pid]) -> None:
         if s.suspended:
             s.suspended = False
             s.resumed_at = now
-            p.wake()
+            if p.mailbox or getattr(s, "timeout", None) is not None:
+                p.wake()
 
 
 async def _request(pid: Pid | str, op: str, arg: Any, timeout: float | None) -> Any:
