@@ -112,10 +112,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         u.add_row(m, *cells)
     cells = []
     for n in sizes:
-        rh = med.get(("upgrade", "relhandler", n), {}).get("total_ms")
+        rh = med.get(("upgrade_quiet", "relhandler", n), {}).get("total_ms")
         o = med.get(("upgrade_rh", "otp", n), {}).get("total_ms")
         cells += [_f(rh, 2), _f(o, 2), _r(rh, o)]
-    u.add_row("total vs OTP install_release", *cells)
+    u.add_row("quiet node: total_ms vs OTP install_release", *cells)
     con.print(u)
 
 

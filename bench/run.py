@@ -301,10 +301,35 @@ def _tcp_load(port: int, stop: threading.Event, out: dict[str, Any]) -> None:
     out.update(tcp_pings=sent, tcp_dropped=len(dropped), tcp_answering_v2=v2, tcp_max_ms=worst)
 
 
-def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
+def _phases(res: dict[str, Any]) -> dict[str, float]:
+    steps: dict[str, float] = {}
+    for st in res["steps"]:  # one row per instruction: add up e.g. both code_changes
+        kind = st["instruction"].split()[0]
+        steps[kind] = steps.get(kind, 0.0) + st["ms"]
+    return {
+        "total_ms": res["ms"],
+        "suspend_ms": steps.get("suspend", 0.0),
+        "load_ms": steps.get("load", 0.0),
+        "code_change_ms": steps.get("code_change", 0.0),
+        "resume_ms": steps.get("resume", 0.0),
+    }
+
+
+def _pause_row(pauses: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "pause_p50_ms": pauses.get("p50"),
+        "pause_p99_ms": pauses.get("p99"),
+        "pause_max_ms": pauses.get("max"),
+        "processes_paused": pauses["count"],
+    }
+
+
+def rh_upgrade(work: Path, n: int, builds: dict[int, Path], *, load: bool = True) -> dict[str, Any]:
     """Upgrade a real fleet node of ``n`` workers from 1.0.0 to 2.0.0 under load: a process
     on the node calling the workers and casting numbered messages to them (like OTP's side),
-    and TCP_CONNS echo connections from here, all checked afterwards."""
+    and TCP_CONNS echo connections from here, all checked afterwards. With ``load=False``
+    the node is quiet (row ``upgrade_quiet``, compared with OTP's ``install_release``, which
+    is measured quiet too)."""
     from relhandler.control.client import Client
 
     if n not in builds:
@@ -322,6 +347,15 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
             with Client(root, timeout=120) as c:
                 return c.call("rpc", {"module": "fleet.api", "function": fn, "args": []})
 
+        if not load:
+            res = cli("install", "2.0.0", "--root", str(root))
+            return {
+                "bench": "upgrade_quiet",
+                "side": "relhandler",
+                "n": n,
+                **_phases(res),
+                **_pause_row(rpc("pauses")),
+            }
         tcp: dict[str, Any] = {"ready": threading.Event()}
         stop = threading.Event()
         th = threading.Thread(target=_tcp_load, args=(rpc("tcp_port"), stop, tcp), daemon=True)
@@ -337,24 +371,12 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path]) -> dict[str, Any]:
             load = rpc("load_stop")
             stop.set()
             th.join(120)
-        pauses = rpc("pauses")
-        steps: dict[str, float] = {}
-        for st in res["steps"]:  # one row per instruction: add up e.g. both code_changes
-            kind = st["instruction"].split()[0]
-            steps[kind] = steps.get(kind, 0.0) + st["ms"]
         return {
             "bench": "upgrade",
             "side": "relhandler",
             "n": n,
-            "total_ms": res["ms"],
-            "suspend_ms": steps.get("suspend", 0.0),
-            "load_ms": steps.get("load", 0.0),
-            "code_change_ms": steps.get("code_change", 0.0),
-            "resume_ms": steps.get("resume", 0.0),
-            "pause_p50_ms": pauses.get("p50"),
-            "pause_p99_ms": pauses.get("p99"),
-            "pause_max_ms": pauses.get("max"),
-            "processes_paused": pauses["count"],
+            **_phases(res),
+            **_pause_row(rpc("pauses")),
             "rss_before_mb": round(rss0, 1),
             "rss_after_mb": round(_rss_mb(pid), 1),
             "calls_failed": load["failed"],
@@ -406,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 if have_erl:
                     rows += otp(work, "upgrade", str(n))
                     rows += otp_install_release(work, n)
+                rows.append(rh_upgrade(work, n, builds, load=False))
                 rows.append(rh_upgrade(work, n, builds))
     for row in rows:
         row["round"] = row.get("round", 0)

@@ -47,6 +47,12 @@ def test_live_upgrade_benchmark_row(tmp_path: Path) -> None:
     assert row["tcp_answering_v2"] == run.TCP_CONNS
 
 
+def test_quiet_upgrade_row(tmp_path: Path) -> None:
+    row = run.rh_upgrade(tmp_path, 20, {}, load=False)
+    assert row["bench"] == "upgrade_quiet"
+    assert row["total_ms"] > 0 and row["processes_paused"] == 20
+
+
 def test_otp_side_when_erlang_is_there(tmp_path: Path, erl: str) -> None:
     rows = run.otp(tmp_path, "upgrade", "100")
     assert rows[0]["n"] == 100
