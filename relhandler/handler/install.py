@@ -60,7 +60,7 @@ AFTER_PNR = {
     "point_of_no_return",
 }
 DEFAULT_SUSPEND = 5.0
-YIELD_EVERY = 0.005  # s of preflight work between two turns of the event loop
+YIELD_EVERY = 0.002  # s of preflight work between two turns of the event loop
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -437,6 +437,9 @@ class Installer:
                 await self.progress({"message": f"[{k + 1}/{len(self.terms)}] {_text(i)}", **step})
             if crash_after is not None and k == crash_after:
                 os.kill(os.getpid(), signal.SIGKILL)  # test hook: crash right after step k
+            # a turn of the loop between instructions: processes resumed by this step run
+            # now (as they would at once on BEAM's other schedulers), not after the script
+            await asyncio.sleep(0)
         return self.result
 
     async def _step(self, i: Any) -> None:
