@@ -121,10 +121,6 @@ def find_processes(node: Node) -> list[tuple[Pid | None, Any, Pid, list[str]]]:
     return out
 
 
-def _pids_for(node: Node, mod: str) -> list[Pid]:
-    return _process_index(node).get(mod, [])
-
-
 def _process_index(node: Node) -> dict[str, list[Pid]]:
     """module → the processes whose child spec names it (``dynamic``: whose ``get_modules``
     does), from one walk of the running apps' supervision trees. Done once per suspend
