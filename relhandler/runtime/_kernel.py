@@ -124,6 +124,7 @@ class Process:
         "alive",
         "behaviour",
         "callers",
+        "ctx",
         "exit_reason",
         "initial_call",
         "links",
@@ -143,13 +144,16 @@ class Process:
         self.node = node
         self.pid = pid
         self.mailbox: deque[Any] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
         self.links: set[Pid] = set()
         self.monitors: dict[Ref, Pid] = {}  # monitors this process holds on others
         self.monitored_by: dict[Ref, Pid] = {}  # monitors others hold on this process
         self._watchers: dict[int, Callable[[Any], None]] = {}  # internal exit callbacks
         # futures of gen_server calls waiting on this process (failed when it exits)
         self.callers: dict[asyncio.Future[Any], None] = {}
+        # the contextvars Context the process's task runs in (current_process() is this
+        # process there); gen_server's inline calls run its callback in it too
+        self.ctx: contextvars.Context | None = None
         self.trap_exit = False
         self.name: str | None = None
         self.task: asyncio.Task[None] | None = None
@@ -182,8 +186,9 @@ class Process:
             if not w.done():
                 w.set_result(None)
 
-    def wait(self) -> asyncio.Future[None]:
-        """A future resolved at the next delivery or wake."""
+    def wait(self) -> asyncio.Future[Any]:
+        """A future resolved (with None) at the next delivery or wake; gen_server's
+        timeout timer resolves it with True."""
         w = self.node.loop.create_future()
         self._waiter = w
         return w
@@ -234,6 +239,7 @@ class Node:
         # gen_server.call); ``inline_left`` counts such calls until the caller must yield
         self.inline_calls = True
         self.inline_left = self.INLINE_BUDGET
+        self.running_inline: Process | None = None  # whose callback runs on a caller's task
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -335,6 +341,7 @@ class Node:
         ctx = contextvars.copy_context()
         ctx.run(_node_var.set, self)
         ctx.run(_proc_var.set, p)
+        p.ctx = ctx
         p.task = self.loop.create_task(self._run(p, fn, args), context=ctx)
         return pid
 
@@ -428,8 +435,10 @@ class Node:
         t = p.task
         if t is None or not p.started:
             return  # _run checks _kill_reason before running anything
-        if t is asyncio.current_task():
-            raise Exit(reason)
+        inline = self.running_inline
+        if inline is p or (inline is None and t is asyncio.current_task()):
+            raise Exit(reason)  # the running process ends itself
+        # (inline, the running task is the *caller's*: killing the caller cancels it)
         t.cancel()
 
     def whereis(self, name: str) -> Pid | None:

@@ -33,7 +33,6 @@ from relhandler.runtime._kernel import (
     Exit,
     Pid,
     Process,
-    _proc_var,
     current_node,
     current_process,
     fail_future,
@@ -57,7 +56,7 @@ class From(NamedTuple):
 
 
 class _ServerState(SysState):
-    __slots__ = ("callbacks", "parent", "pending", "timeout")
+    __slots__ = ("callbacks", "parent", "parked", "pending", "timeout")
 
     def __init__(self, proc: Process, module: str, callbacks: Any) -> None:
         super().__init__(proc, module)
@@ -67,6 +66,9 @@ class _ServerState(SysState):
         self.timeout: float | None = None
         # what an inline handle_call left for the loop to finish: (result, error, from_)
         self.pending: tuple[Any, BaseException | None, From] | None = None
+        # waiting for the next message with nothing else to do: only then may a call run
+        # handle_call inline (not while a system request is being handled, say)
+        self.parked = False
 
     def cb(self) -> Any:
         if self.callbacks is not None:
@@ -188,14 +190,20 @@ async def _serve(proc: Process, srv: _ServerState) -> None:
         if not box:
             w = proc.wait()
             if srv.timeout is None:
-                await w
+                srv.parked = True
+                try:
+                    await w
+                finally:
+                    srv.parked = False
                 continue
             handle = loop.call_later(srv.timeout, _time_out, w)
             try:
-                await w
+                fired = await w
             finally:
                 handle.cancel()
-            if not box and not srv.suspended:
+            # only the timer fires a timeout: a wake with nothing queued (a resume) loops
+            # and re-arms it in full, as OTP restarts it after system messages
+            if fired and not box and not srv.suspended:
                 srv.timeout = None
                 await _dispatch(srv, "timeout", is_info=True)
             continue
@@ -207,9 +215,9 @@ async def _serve(proc: Process, srv: _ServerState) -> None:
         await _dispatch(srv, msg)
 
 
-def _time_out(w: asyncio.Future[None]) -> None:
+def _time_out(w: asyncio.Future[Any]) -> None:
     if not w.done():
-        w.set_result(None)
+        w.set_result(True)
 
 
 async def _dispatch(srv: _ServerState, msg: Any, *, is_info: bool = False) -> None:
@@ -305,6 +313,11 @@ async def _finish_inline(srv: _ServerState) -> None:
     assert srv.pending is not None
     r, err, from_ = srv.pending
     srv.pending = None
+    if err is None and isinstance(r, _CoroutineType):
+        try:
+            r = await r  # a handle_call that returned a coroutine: its rest runs here
+        except BaseException as e:
+            err = e
     if err is not None:
         await _terminate(srv, err.reason if isinstance(err, Exit) else err)
         raise err
@@ -431,18 +444,23 @@ async def call(server: Pid | str, request: Any, timeout: float | None = 5.0) -> 
     me = current_process()
     from_ = From(me.pid if me is not None else None, fut)
     s = p.sys
+    w = p._waiter
     if (
-        p._waiter is not None
-        and type(s) is _ServerState
+        type(s) is _ServerState
+        and s.parked
+        and w is not None
+        and not w.done()
         and not s.in_callback
         and not s.suspended
-        and s.timeout is None
         and not p.mailbox
+        and p._kill_reason is None
         and node.inline_left
         and node.inline_calls
     ):
         node.inline_left -= 1
-        r = _inline_call(p, s, request, from_)
+        r = _inline_call(node, p, s, request, from_)
+        if me is not None and me._kill_reason is not None:
+            raise Exit(me._kill_reason)  # the callback sent the caller an exit signal
         if r is not _QUEUED:
             return r
     else:
@@ -465,43 +483,39 @@ async def call(server: Pid | str, request: Any, timeout: float | None = 5.0) -> 
 _QUEUED: Any = object()
 
 
-def _inline_call(p: Process, s: _ServerState, request: Any, from_: From) -> Any:
+def _inline_call(node: Any, p: Process, s: _ServerState, request: Any, from_: From) -> Any:
     """Run ``handle_call`` of an idle server now, on the caller's turn of the loop.
 
     The server waits for its next message with an empty mailbox, not suspended and with no
     timeout armed: handling the request now is exactly what it would do next, so order and
     semantics are kept, and a call costs no trip through the event loop (two task switches,
-    which cap pure asyncio at ~200k calls/s here). The callback runs with ``current_process``
-    set to the server. Returns the reply, or ``_QUEUED`` when the caller must wait on its
-    future: an ``async`` callback (the unstarted coroutine is dropped and the request goes
-    through the mailbox, so the server runs it itself), ``noreply``, or an outcome only the
-    server's own loop may act on (an error, a stop, a timeout), left in ``s.pending``.
+    which cap pure asyncio at ~200k calls/s here). The callback runs in the server's own
+    contextvars Context (``current_process()`` is the server there). Returns the reply, or
+    ``_QUEUED`` when the caller must wait on its future: ``noreply``, or an outcome only the
+    server's own loop may act on — an error, a stop, a timeout, or a coroutine (an ``async``
+    handle_call: the server awaits it in its own task) — left in ``s.pending``.
     """
     s.in_callback = True
-    token = _proc_var.set(p)
+    node.running_inline = p
     try:
-        r = s.cb().handle_call(request, from_, s.state)
+        r = p.ctx.run(s.cb().handle_call, request, from_, s.state)  # type: ignore[union-attr]
     except BaseException as e:
         s.pending = (None, e, from_)
         p.wake()
         return _QUEUED
     finally:
-        _proc_var.reset(token)
+        node.running_inline = None
     if type(r) is tuple:
         n = len(r)
         if n == 3 and r[0] == "reply":
             s.state = r[2]
             s.in_callback = False
-            return r[1]
+            fut = from_.fut
+            return fut.result() if fut.done() else r[1]  # an earlier reply() wins
         if n == 2 and r[0] == "noreply":
             s.state = r[1]
             s.in_callback = False
             return _QUEUED
-    elif isinstance(r, _CoroutineType):
-        r.close()  # never started: nothing of it ran
-        s.in_callback = False
-        p.deliver(("$gen_call", from_, request))
-        return _QUEUED
     s.pending = (r, None, from_)
     p.wake()
     return _QUEUED

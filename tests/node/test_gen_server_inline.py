@@ -7,17 +7,22 @@ anything but how many trips through the event loop a call costs.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from relhandler.errors import CallExitError
-from relhandler.runtime import Node, gen_server, monitor, receive, sys
+from relhandler.errors import CallExitError, NoProcError
+from relhandler.runtime import Node, exit, gen_server, monitor, receive, sys
 
 from .conftest import CodeDir, until
 
 SRV = """
 import asyncio
-from relhandler.runtime import self_pid, send
+import contextvars
+from relhandler.runtime import exit, gen_server, self_pid, send
+
+CV = contextvars.ContextVar("cv", default="unset")
+RAN = []
 
 def init(args):
     return ("ok", {"n": 0, "timeouts": 0})
@@ -39,7 +44,25 @@ def handle_call(req, from_, state):
         return ("noreply", {**state, "waiting": from_})
     if req == "bad":
         return ("nonsense",)
+    if req == "kill_caller":
+        exit(from_.pid, "kill")
+        return ("reply", "ok", state)
+    if req == "reply_twice":
+        gen_server.reply(from_, "first")
+        return ("reply", "second", state)
+    if req == "dispatch":
+        RAN.append(req)
+        return _rest(state)
+    if req == "set_cv":
+        CV.set("server")
+        return ("reply", CV.get(), state)
+    if req == "arm":
+        return ("reply", "armed", state, 300)
     return ("reply", None, state)
+
+async def _rest(state):
+    await asyncio.sleep(0)
+    return ("reply", "rest", state)
 
 def handle_cast(msg, state):
     from relhandler.runtime import gen_server
@@ -211,5 +234,94 @@ async def test_a_calling_loop_still_lets_others_run(code_dir: CodeDir, inline: b
             await gen_server.call(pid, "incr")
         assert ticks[0] >= 10
         assert (await sys.get_state(pid))["n"] == n
+    finally:
+        await node.close()
+
+
+async def test_a_killed_server_does_not_answer(code_dir: CodeDir, inline: bool) -> None:
+    """An exit signal sent before the call wins, though the server has not run yet."""
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        out: list[Any] = []
+
+        async def killer() -> None:
+            exit(pid, "kill")
+            try:
+                out.append(await gen_server.call(pid, "incr"))
+            except (CallExitError, NoProcError) as e:
+                out.append(type(e).__name__)
+
+        node.spawn(killer)
+        await until(lambda: bool(out))
+        assert out in (["CallExitError"], ["NoProcError"])
+        assert pid not in node.processes
+    finally:
+        await node.close()
+
+
+async def test_handle_call_killing_its_caller(code_dir: CodeDir, inline: bool) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        after: list[str] = []
+
+        async def caller() -> None:
+            await gen_server.call(pid, "kill_caller")
+            after.append("the caller went on")
+
+        c = node.spawn(caller)
+        await until(lambda: c not in node.processes)
+        assert after == [] and pid in node.processes
+        assert await gen_server.call(pid, "incr") == 1
+    finally:
+        await node.close()
+
+
+async def test_an_earlier_reply_wins(code_dir: CodeDir, inline: bool) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        assert await gen_server.call(pid, "reply_twice") == "first"
+    finally:
+        await node.close()
+
+
+async def test_sync_handle_call_returning_a_coroutine_runs_once(
+    code_dir: CodeDir, inline: bool
+) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        assert await gen_server.call(pid, "dispatch") == "rest"
+        assert node.code.current(me).RAN == ["dispatch"]
+    finally:
+        await node.close()
+
+
+async def test_context_variables_stay_the_servers(code_dir: CodeDir, inline: bool) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        assert await gen_server.call(pid, "set_cv") == "server"
+        assert node.code.current(me).CV.get() == "unset"  # not leaked into the caller
+        assert node.processes[pid].ctx.run(node.code.current(me).CV.get) == "server"
+    finally:
+        await node.close()
+
+
+async def test_resume_restarts_a_timeout_rather_than_firing_it(
+    code_dir: CodeDir, inline: bool
+) -> None:
+    node, me = await _node(code_dir, inline)
+    try:
+        pid = await gen_server.start(me)
+        assert await gen_server.call(pid, "arm") == "armed"  # a 300 ms timeout
+        await asyncio.sleep(0.01)
+        assert (await sys.suspend_many([pid])).suspended == (pid,)
+        sys.resume_many([pid])
+        await asyncio.sleep(0.05)
+        assert node.processes[pid].sys.state["timeouts"] == 0
+        await until(lambda: node.processes[pid].sys.state["timeouts"] == 1)
     finally:
         await node.close()
