@@ -137,11 +137,13 @@ def _process_index(node: Node) -> dict[str, list[Pid]]:
             index.setdefault(m, {}).update(dict.fromkeys(pids))
 
     def walk(sup: Pid) -> None:
+        # a pid here may have just exited (its EXIT not yet handled by the supervisor):
+        # suspend_many reports it as noproc
         for typ, mods, pids in peek_groups(sup):
-            pids = [p for p in pids if p in procs]
             if mods == "dynamic":
                 for pid in pids:
-                    s = procs[pid].sys
+                    p = procs.get(pid)
+                    s = p.sys if p is not None else None
                     add(s.modules() if isinstance(s, rsys.SysState) else (), [pid])
             else:
                 add(mods, pids)
@@ -519,7 +521,9 @@ class Installer:
             else:
                 timeout = float(t) / 1000.0
             done = self.undo.suspended
-            pids = [p for p in index.get(mod, []) if p not in done]
+            pids = index.get(mod, [])
+            if done:
+                pids = [p for p in pids if p not in done]
             res = await rsys.suspend_many(pids, timeout)
             self.suspended.setdefault(mod, []).extend(res.suspended)
             done.update(dict.fromkeys(res.suspended))
@@ -539,11 +543,9 @@ class Installer:
         if not pids:
             return
         vsn = self._code_change_vsn(mode, mod, before_load=mod not in self.old_vsn)
-        for pid in pids:
-            p = self.node.processes.get(pid)
-            if p is not None and isinstance(p.sys, rsys.SysState) and pid not in self.undo.states:
-                self.undo.states[pid] = p.sys.state
-        errors = await rsys.change_code_many(pids, mod, vsn, extra, self.opts.code_change_timeout)
+        errors = await rsys.change_code_many(
+            pids, mod, vsn, extra, self.opts.code_change_timeout, before=self.undo.states
+        )
         if errors:
             pid, err = errors[0]
             raise InstallError(

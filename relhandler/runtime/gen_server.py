@@ -80,6 +80,8 @@ class _ServerState(SysState):
         if fn is None:
             raise ProcessError(f"{self.module} has no code_change/3; use a soft update")
         r = fn(old_vsn, self.state, extra)
+        if type(r) is tuple and len(r) == 2 and r[0] == "ok":
+            return r[1]  # the common case, checked here: this runs once per process
         if isinstance(r, _CoroutineType):
             return _finish_code_change(r, self.module)
         return _code_change_result(r, self.module)

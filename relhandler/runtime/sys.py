@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
 from relhandler.errors import NoProcError, SysError
@@ -239,12 +240,19 @@ async def suspend_many(pids: Iterable[Pid], timeout: float | None = 5.0) -> Susp
 
 
 async def change_code_many(
-    pids: Iterable[Pid], module: str, old_vsn: Any, extra: Any, timeout: float | None = None
+    pids: Iterable[Pid],
+    module: str,
+    old_vsn: Any,
+    extra: Any,
+    timeout: float | None = None,
+    *,
+    before: dict[Pid, Any] | None = None,
 ) -> list[tuple[Pid, BaseException]]:
     """Run ``code_change`` for each suspended process in one pass.
 
     A process whose ``code_change`` raises keeps its old state; the errors are returned.
-    Processes that are gone are skipped.
+    Processes that are gone are skipped. ``before`` (the release handler's undo log)
+    receives each process's state as it was before its first code change.
     """
     node = current_node()
     errors: list[tuple[Pid, BaseException]] = []
@@ -258,11 +266,13 @@ async def change_code_many(
             continue
         try:
             new = s.system_code_change(module, old_vsn, extra)
-            if inspect.iscoroutine(new):  # an async code_change
+            if isinstance(new, CoroutineType):  # an async code_change
                 new = await asyncio.wait_for(new, timeout)
         except Exception as e:
             errors.append((pid, e))
             continue
+        if before is not None and pid not in before:
+            before[pid] = s.state
         s.state = new
     return errors
 
