@@ -228,6 +228,7 @@ class ReleaseHandler:
         t_plan = time.perf_counter()
         inst.check()
         t_check = time.perf_counter()
+        await asyncio.sleep(0)  # let the node serve what arrived while we planned and checked
         failures = await inst.preflight()
         t_pre = time.perf_counter()
         _refuse_on(failures)
