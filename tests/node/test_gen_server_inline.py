@@ -7,6 +7,8 @@ anything but how many trips through the event loop a call costs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -95,13 +97,14 @@ def inline(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
 
-async def _node(code_dir: CodeDir, inline: bool) -> tuple[Node, str]:
-    node = Node()
-    node.activate()
-    node.inline_calls = inline
-    node.code.set_path([code_dir.root])
-    code_dir.write("srv", SRV)
-    return node, code_dir.name("srv")
+@contextlib.asynccontextmanager
+async def _node(code_dir: CodeDir, inline: bool) -> AsyncIterator[tuple[Node, str]]:
+    """An active node (closed at the end) with ``SRV`` on its code path."""
+    async with Node() as node:
+        node.inline_calls = inline
+        node.code.set_path([code_dir.root])
+        code_dir.write("srv", SRV)
+        yield node, code_dir.name("srv")
 
 
 async def _watch() -> None:
@@ -112,21 +115,17 @@ async def _watch() -> None:
 
 
 async def test_callback_runs_as_the_server(code_dir: CodeDir, inline: bool) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (_, me):
         pid = await gen_server.start(me)
         assert await gen_server.call(pid, "who") == pid
         assert [await gen_server.call(pid, "incr") for _ in range(3)] == [1, 2, 3]
         assert (await sys.get_state(pid))["n"] == 3
-    finally:
-        await node.close()
 
 
 async def test_crash_in_handle_call_ends_the_server_not_the_caller(
     code_dir: CodeDir, inline: bool
 ) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         node.spawn(_watch)
         await until(lambda: "inline_watch" in node.names)
         pid = await gen_server.start(me)
@@ -143,13 +142,10 @@ async def test_crash_in_handle_call_ends_the_server_not_the_caller(
         await until(lambda: c not in node.processes)
         assert pid not in node.processes
         assert list(watcher.mailbox) == [("terminated", "RuntimeError('crashed in handle_call')")]
-    finally:
-        await node.close()
 
 
 async def test_stop_timeout_noreply_and_bad_return(code_dir: CodeDir, inline: bool) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         pid = await gen_server.start(me)
         assert await gen_server.call(pid, "with_timeout") == "armed"
         await until(lambda: node.processes[pid].sys.state["timeouts"] == 1)
@@ -165,29 +161,23 @@ async def test_stop_timeout_noreply_and_bad_return(code_dir: CodeDir, inline: bo
         with pytest.raises(CallExitError):
             await gen_server.call(pid2, "bad")
         assert pid2 not in node.processes
-    finally:
-        await node.close()
 
 
 async def test_async_handle_call_runs_in_the_servers_own_task(
     code_dir: CodeDir, inline: bool
 ) -> None:
-    node, _ = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, _):
         code_dir.write("asrv", ASYNC_SRV)
         pid = await gen_server.start(code_dir.name("asrv"))
         task = node.processes[pid].task
         assert await gen_server.call(pid, "x") == id(task)
-    finally:
-        await node.close()
 
 
 async def test_a_crash_lands_before_a_suspend_that_follows_it(code_dir: CodeDir) -> None:
     """The server acts on an inline outcome before it honours a suspend: an upgrade never
     finds a server whose callback has crashed but which has not terminated yet. (Queued, the
     request would simply wait in the mailbox behind the suspend, as in OTP.)"""
-    node, me = await _node(code_dir, True)
-    try:
+    async with _node(code_dir, True) as (node, me):
         pid = await gen_server.start(me)
         call = asyncio.ensure_future(gen_server.call(pid, "crash"))
         await asyncio.sleep(0)  # the call runs handle_call inline; the server has not woken
@@ -196,29 +186,23 @@ async def test_a_crash_lands_before_a_suspend_that_follows_it(code_dir: CodeDir)
         assert r.suspended == () and r.skipped == ((pid, "noproc"),)
         with pytest.raises(CallExitError):
             await call
-    finally:
-        await node.close()
 
 
 async def test_an_idle_server_answers_without_a_trip_through_the_loop(
     code_dir: CodeDir, inline: bool
 ) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (_, me):
         pid = await gen_server.start(me)
         ticks: list[int] = []
         asyncio.get_running_loop().call_soon(ticks.append, 1)
         await gen_server.call(pid, "incr")
         assert ticks == ([] if inline else [1])
-    finally:
-        await node.close()
 
 
 async def test_a_calling_loop_still_lets_others_run(code_dir: CodeDir, inline: bool) -> None:
     """Inline calls yield to the loop every ``INLINE_BUDGET`` calls (like BEAM's reductions),
     so a process that only makes calls does not starve the node."""
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         pid = await gen_server.start(me)
         ticks = [0]
 
@@ -234,14 +218,11 @@ async def test_a_calling_loop_still_lets_others_run(code_dir: CodeDir, inline: b
             await gen_server.call(pid, "incr")
         assert ticks[0] >= 10
         assert (await sys.get_state(pid))["n"] == n
-    finally:
-        await node.close()
 
 
 async def test_a_killed_server_does_not_answer(code_dir: CodeDir, inline: bool) -> None:
     """An exit signal sent before the call wins, though the server has not run yet."""
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         pid = await gen_server.start(me)
         out: list[Any] = []
 
@@ -256,13 +237,10 @@ async def test_a_killed_server_does_not_answer(code_dir: CodeDir, inline: bool) 
         await until(lambda: bool(out))
         assert out in (["CallExitError"], ["NoProcError"])
         assert pid not in node.processes
-    finally:
-        await node.close()
 
 
 async def test_handle_call_killing_its_caller(code_dir: CodeDir, inline: bool) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         pid = await gen_server.start(me)
         after: list[str] = []
 
@@ -274,47 +252,35 @@ async def test_handle_call_killing_its_caller(code_dir: CodeDir, inline: bool) -
         await until(lambda: c not in node.processes)
         assert after == [] and pid in node.processes
         assert await gen_server.call(pid, "incr") == 1
-    finally:
-        await node.close()
 
 
 async def test_an_earlier_reply_wins(code_dir: CodeDir, inline: bool) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (_, me):
         pid = await gen_server.start(me)
         assert await gen_server.call(pid, "reply_twice") == "first"
-    finally:
-        await node.close()
 
 
 async def test_sync_handle_call_returning_a_coroutine_runs_once(
     code_dir: CodeDir, inline: bool
 ) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         pid = await gen_server.start(me)
         assert await gen_server.call(pid, "dispatch") == "rest"
         assert node.code.current(me).RAN == ["dispatch"]
-    finally:
-        await node.close()
 
 
 async def test_context_variables_stay_the_servers(code_dir: CodeDir, inline: bool) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         pid = await gen_server.start(me)
         assert await gen_server.call(pid, "set_cv") == "server"
         assert node.code.current(me).CV.get() == "unset"  # not leaked into the caller
         assert node.processes[pid].ctx.run(node.code.current(me).CV.get) == "server"
-    finally:
-        await node.close()
 
 
 async def test_resume_restarts_a_timeout_rather_than_firing_it(
     code_dir: CodeDir, inline: bool
 ) -> None:
-    node, me = await _node(code_dir, inline)
-    try:
+    async with _node(code_dir, inline) as (node, me):
         pid = await gen_server.start(me)
         assert await gen_server.call(pid, "arm") == "armed"  # a 300 ms timeout
         await asyncio.sleep(0.01)
@@ -323,5 +289,3 @@ async def test_resume_restarts_a_timeout_rather_than_firing_it(
         await asyncio.sleep(0.05)
         assert node.processes[pid].sys.state["timeouts"] == 0
         await until(lambda: node.processes[pid].sys.state["timeouts"] == 1)
-    finally:
-        await node.close()
