@@ -40,15 +40,17 @@ OPS = st.lists(
 class TestMessageOrder:
     """Every ordinary message is handled exactly once, in the order it was sent."""
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(ops=OPS)
-    def test_interleavings(self, ops: list[str], tmp_path_factory: Any) -> None:
-        asyncio.run(self._run(ops, CodeDir(tmp_path_factory.mktemp("prop"))))
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(ops=OPS, inline=st.booleans())
+    def test_interleavings(self, ops: list[str], inline: bool, tmp_path_factory: Any) -> None:
+        # inline: idle servers answer calls on the caller's turn (the default); else queued
+        asyncio.run(self._run(ops, inline, CodeDir(tmp_path_factory.mktemp("prop"))))
 
-    async def _run(self, ops: list[str], code_dir: CodeDir) -> None:
+    async def _run(self, ops: list[str], inline: bool, code_dir: CodeDir) -> None:
         me = code_dir.name("srv")
         code_dir.write("srv", SERVER.format(v=0))
         async with Node() as node:
+            node.inline_calls = inline
             node.code.set_path([code_dir.root])
             pid = await gen_server.start(me)
             sent: list[int] = []
