@@ -491,7 +491,7 @@ def _inline_call(node: Any, p: Process, s: _ServerState, request: Any, from_: Fr
     The server waits for its next message with an empty mailbox, not suspended and with no
     timeout armed: handling the request now is exactly what it would do next, so order and
     semantics are kept, and a call costs no trip through the event loop (two task switches,
-    which cap pure asyncio at ~200k calls/s here). The callback runs in the server's own
+    which cap pure asyncio at ~160k calls/s here). The callback runs in the server's own
     contextvars Context (``current_process()`` is the server there). Returns the reply, or
     ``_QUEUED`` when the caller must wait on its future: ``noreply``, or an outcome only the
     server's own loop may act on — an error, a stop, a timeout, or a coroutine (an ``async``
