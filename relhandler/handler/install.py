@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import logging
 import os
 import signal
 import time
 import types
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from relhandler.runtime import Node, Pid
 from relhandler.runtime import sys as rsys
 from relhandler.runtime.application import AppController
 from relhandler.runtime.code import Prepared, Snapshot
-from relhandler.runtime.supervisor import peek_children, peek_groups
+from relhandler.runtime.supervisor import peek_groups
 from relhandler.terms import from_term, to_term
 
 __all__ = [
@@ -90,75 +89,66 @@ def _text(i: Any) -> str:
     return " ".join(map(str, from_term(i)))
 
 
-def find_processes(node: Node) -> list[tuple[Pid | None, Any, Pid, list[str]]]:
-    """``(supervisor, child id, pid, modules)`` for every process in the running apps'
-    supervision trees (otp/semantics.md §7), read directly on the loop."""
-    out: list[tuple[Pid | None, Any, Pid, list[str]]] = []
+def _spec_groups(node: Node) -> Iterator[tuple[Pid | None, Any, list[Pid], Any]]:
+    """``(supervisor, child id, pids, modules)`` for every child spec in the running apps'
+    supervision trees, top supervisors first with supervisor None (otp/semantics.md §7),
+    read directly on the loop. ``modules`` may be ``"dynamic"`` (see ``_modules``); a pid
+    may have just exited (its EXIT not yet handled by its supervisor)."""
     apps = node.apps
     if not isinstance(apps, AppController):
-        return out
+        return
 
-    def walk(sup: Pid) -> None:
-        for c in peek_children(sup):
-            if c.pid is None or c.pid not in node.processes:
-                continue
-            if c.modules == "dynamic":
-                s = node.processes[c.pid].sys
-                mods = list(s.modules()) if isinstance(s, rsys.SysState) else []
-            else:
-                mods = list(c.modules)
-            out.append((sup, c.id, c.pid, mods))
-            if c.type == "supervisor":
-                walk(c.pid)
+    def walk(sup: Pid) -> Iterator[tuple[Pid | None, Any, list[Pid], Any]]:
+        for cid, typ, mods, pids in peek_groups(sup):
+            yield sup, cid, pids, mods
+            if typ == "supervisor":
+                for pid in pids:
+                    yield from walk(pid)
 
     for name in list(apps.order):
         top = apps.top_supervisor(name)
         if top is None or top not in node.processes:
             continue
         s = node.processes[top].sys
-        out.append((None, None, top, [s.module] if isinstance(s, rsys.SysState) else []))
-        walk(top)
-    return out
+        yield None, None, [top], [s.module] if isinstance(s, rsys.SysState) else []
+        yield from walk(top)
+
+
+def _modules(node: Node, pid: Pid, mods: Any) -> list[str]:
+    """A child's modules: its spec's list, or for ``dynamic`` what ``get_modules`` says."""
+    if mods != "dynamic":
+        return list(mods)
+    p = node.processes.get(pid)
+    s = p.sys if p is not None else None
+    return list(s.modules()) if isinstance(s, rsys.SysState) else []
+
+
+def find_processes(node: Node) -> list[tuple[Pid | None, Any, Pid, list[str]]]:
+    """``(supervisor, child id, pid, modules)`` for every live process in the running apps'
+    supervision trees."""
+    return [
+        (sup, cid, pid, _modules(node, pid, mods))
+        for sup, cid, pids, mods in _spec_groups(node)
+        for pid in pids
+        if pid in node.processes
+    ]
 
 
 def _process_index(node: Node) -> dict[str, list[Pid]]:
     """module → the processes whose child spec names it (``dynamic``: whose ``get_modules``
-    does), from one walk of the running apps' supervision trees. Done once per suspend
-    instruction, as OTP's release_handler_1 does; the children of a ``simple_one_for_one``
-    supervisor are taken as one group (they share one spec)."""
+    does), from one walk of the supervision trees. Done once per suspend instruction, as
+    OTP's release_handler_1 does; a ``simple_one_for_one`` supervisor's children are one
+    group, so a pid costs one dict insert. A pid that has just exited may be listed:
+    suspend_many reports it as noproc."""
     index: dict[str, dict[Pid, None]] = {}
-    apps = node.apps
-    if not isinstance(apps, AppController):
-        return {}
-    procs = node.processes
-
-    def add(mods: Any, pids: list[Pid]) -> None:
-        for m in mods:
-            index.setdefault(m, {}).update(dict.fromkeys(pids))
-
-    def walk(sup: Pid) -> None:
-        # a pid here may have just exited (its EXIT not yet handled by the supervisor):
-        # suspend_many reports it as noproc
-        for typ, mods, pids in peek_groups(sup):
-            if mods == "dynamic":
-                for pid in pids:
-                    p = procs.get(pid)
-                    s = p.sys if p is not None else None
-                    add(s.modules() if isinstance(s, rsys.SysState) else (), [pid])
-            else:
-                add(mods, pids)
-            if typ == "supervisor":
-                for pid in pids:
-                    walk(pid)
-
-    for name in list(apps.order):
-        top = apps.top_supervisor(name)
-        if top is None or top not in procs:
-            continue
-        s = procs[top].sys
-        if isinstance(s, rsys.SysState):
-            add([s.module], [top])
-        walk(top)
+    for _sup, _cid, pids, mods in _spec_groups(node):
+        if mods == "dynamic":
+            for pid in pids:
+                for m in _modules(node, pid, mods):
+                    index.setdefault(m, {})[pid] = None
+        else:
+            for m in mods:
+                index.setdefault(m, {}).update(dict.fromkeys(pids))
     return {m: list(pids) for m, pids in index.items()}
 
 
@@ -382,21 +372,12 @@ class Installer:
 
     # -- evaluation ----------------------------------------------------------------------
     async def execute(self, crash_after: int | None = None) -> InstallResult:
-        """Evaluate the script from the point of no return; roll back on failure."""
+        """Evaluate the script from the point of no return; roll back on failure.
+
+        The caller keeps the garbage collector off around it (ReleaseHandler.install does,
+        for the whole install): a full pass over a big node costs tens of ms."""
         _, after = self._split()
         offset = len(self.terms) - len(after)
-        # a full GC pass over a big node costs tens of ms; keep it out of the pause window
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return await self._execute(after, offset, crash_after)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-
-    async def _execute(
-        self, after: list[Any], offset: int, crash_after: int | None
-    ) -> InstallResult:
         for n, i in enumerate(after):
             k = offset + n
             t0 = time.perf_counter()

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from relhandler.errors import CallTimeoutError, NoProcError, ProcessError
 from relhandler.runtime._kernel import (
     Exit,
+    Node,
     Pid,
     Process,
     current_node,
@@ -485,7 +486,7 @@ async def call(server: Pid | str, request: Any, timeout: float | None = 5.0) -> 
 _QUEUED: Any = object()
 
 
-def _inline_call(node: Any, p: Process, s: _ServerState, request: Any, from_: From) -> Any:
+def _inline_call(node: Node, p: Process, s: _ServerState, request: Any, from_: From) -> Any:
     """Run ``handle_call`` of an idle server now, on the caller's turn of the loop.
 
     The server waits for its next message with an empty mailbox, not suspended and with no

@@ -345,12 +345,12 @@ def peek_children(pid: Pid) -> list[Child]:
     return _which(state) if isinstance(state, _State) else []
 
 
-def peek_groups(pid: Pid) -> list[tuple[str, tuple[str, ...] | str, list[Pid]]]:
-    """Like ``peek_children``, grouped by child spec: ``(type, modules, running pids)``.
+def peek_groups(pid: Pid) -> list[tuple[Any, str, tuple[str, ...] | str, list[Pid]]]:
+    """Like ``peek_children``, grouped by child spec: ``(id, type, modules, running pids)``.
 
-    A ``simple_one_for_one`` supervisor's children all share one spec, so its 100,000
-    children are one group: the release handler's process lookup reads the spec once
-    instead of building a row per child.
+    A ``simple_one_for_one`` supervisor's children all share one spec (id ``undefined``), so
+    its 100,000 children are one group: the release handler's process lookup reads the spec
+    once instead of building a row per child.
     """
     p = current_node().processes.get(pid)
     if p is None or p.behaviour != "supervisor" or p.sys is None:
@@ -360,8 +360,9 @@ def peek_groups(pid: Pid) -> list[tuple[str, tuple[str, ...] | str, list[Pid]]]:
         return []
     if state.strategy == "simple_one_for_one":
         spec = state.children[0].spec
-        return [(spec.type, spec.modules, [c.pid for c in state.children[1:] if c.pid])]
-    return [(c.spec.type, c.spec.modules, [c.pid]) for c in state.children if c.pid]
+        pids = [c.pid for c in state.children[1:] if c.pid]
+        return [("undefined", spec.type, spec.modules, pids)]
+    return [(c.spec.id, c.spec.type, c.spec.modules, [c.pid]) for c in state.children if c.pid]
 
 
 def _which(state: _State) -> list[Child]:
