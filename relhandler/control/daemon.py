@@ -5,6 +5,10 @@
 SIGINT or ``relhandler stop`` stop the applications in reverse order (terminate callbacks
 run) and exit 0. A node that must restart (``reboot_old``, an emulator restart instruction)
 re-executes itself in the same OS process, booting what start.toml says.
+
+Both the daemon and every re-exec run ``python -I`` (isolated mode: no current directory or
+script directory on ``sys.path``, no ``PYTHON*`` variables, no user site) with the release
+root as working directory, so nothing in the directory the operator stood in is imported.
 """
 
 from __future__ import annotations
@@ -32,9 +36,24 @@ from relhandler.handler.boot import BootedRelease, boot
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
 
-__all__ = ["NodeMain", "check_not_running", "lock_root", "run_node", "start_daemon"]
+__all__ = [
+    "NodeMain",
+    "check_not_running",
+    "lock_root",
+    "node_argv",
+    "run_node",
+    "start_daemon",
+]
 
 log = logging.getLogger("relhandler.node")
+
+
+def node_argv(root: Path, *, release: str | None = None) -> list[str]:
+    """The command that runs a node on ``root``: isolated Python, never the working dir."""
+    argv = [sys.executable, "-I", "-m", "relhandler.cli", "start", "--root", str(root)]
+    if release:
+        argv += ["--release", release]
+    return argv
 
 
 def _pid_alive(pid: int) -> bool:
@@ -138,14 +157,7 @@ class NodeMain:
 
     def request_restart(self) -> None:
         """Stop in order, then exec a fresh node on this root (boots what start.toml says)."""
-        self.restart_argv = [
-            sys.executable,
-            "-m",
-            "relhandler.cli",
-            "start",
-            "--root",
-            str(self.root),
-        ]
+        self.restart_argv = node_argv(self.root)
         self.request_stop(0)
 
     def _app_died(self, app: str, reason: Any) -> None:
@@ -164,7 +176,9 @@ class NodeMain:
     async def _run_locked(self, cookie: bytes) -> int:
         check_not_running(self.root)
         pid_path = run_dir(self.root) / "node.pid"
-        pid_path.write_text(str(os.getpid()))
+        fd = os.open(pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
         self.node.activate()
         AppController(self.node, on_permanent_exit=self._app_died)
         server: ControlServer | None = None
@@ -224,6 +238,7 @@ def run_node(root: Path, *, release: str | None = None) -> int:
         code = asyncio.run(main.run())
     if main.restart_argv is not None:
         logging.shutdown()
+        os.chdir(main.root)  # the working directory is the root, not where start ran
         os.execv(main.restart_argv[0], main.restart_argv)
     return code
 
@@ -233,13 +248,18 @@ def start_daemon(root: Path, *, release: str | None = None, wait: float = 30.0) 
     root = root.resolve()
     check_not_running(root)
     log_dir = root / "log"
-    log_dir.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "relhandler.cli", "start", "--root", str(root)]
-    if release:
-        argv += ["--release", release]
-    with open(log_dir / "node.log", "ab") as out:
+    log_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(log_dir, 0o700)  # node logs quote state and paths: the node's owner only
+    fd = os.open(log_dir / "node.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            node_argv(root, release=release),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            cwd=root,
+            start_new_session=True,
         )
     from relhandler.control.client import Client
 
