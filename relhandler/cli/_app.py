@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
 
@@ -11,6 +12,8 @@ from relhandler import __version__
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
+    # errors are one line (cli/_output.py); --debug or RELHANDLER_DEBUG=1 shows tracebacks
+    pretty_exceptions_enable=False,
     help="Hot code upgrades for Python services, the OTP way.",
 )
 
@@ -34,8 +37,13 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show Python tracebacks (also: RELHANDLER_DEBUG=1)."
+    ),
 ) -> None:
     """relhandler: build releases, generate relups, upgrade running nodes."""
+    if debug:
+        os.environ["RELHANDLER_DEBUG"] = "1"
 
 
 def _load_commands() -> None:

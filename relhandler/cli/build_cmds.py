@@ -11,10 +11,11 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from relhandler.cli._app import app
 from relhandler.cli._node import JsonOpt
-from relhandler.cli._output import command, console, emit
+from relhandler.cli._output import command, console, emit, say
 from relhandler.errors import UsageError
 from relhandler.handler.unpack import deploy as do_deploy
 from relhandler.release.build import build as do_build
@@ -67,9 +68,7 @@ def new(
     emit(
         {"project": str(dst), "package": pkg, "files": [str(p) for p in written]},
         json_out=json_out,
-        human=lambda: console.print(
-            f"created {dst} (app {pkg}); next: cd {dst} && relhandler build"
-        ),
+        human=lambda: say(f"created {dst} (app {pkg}); next: cd {dst} && relhandler build"),
     )
 
 
@@ -97,7 +96,8 @@ def build(
 
     def human() -> None:
         t = Table("release", "version", "tarball", "size", "sha256")
-        t.add_row(res.name, res.version, str(res.tarball), f"{res.size:,}", res.sha256[:16] + "…")
+        cells = (res.name, res.version, str(res.tarball), f"{res.size:,}", res.sha256[:16] + "…")
+        t.add_row(*(Text(c) for c in cells))
         console.print(t)
 
     emit(data, json_out=json_out, human=human)
@@ -118,7 +118,7 @@ def deploy(
     emit(
         asdict(res),
         json_out=json_out,
-        human=lambda: console.print(
+        human=lambda: say(
             f"deployed {res.name} {res.version} into {root}; "
             f"start it with `relhandler start --root {root}`"
         ),

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from relhandler.cli._app import app
 from relhandler.cli._node import JsonOpt, RootOpt, default_root, node_call
-from relhandler.cli._output import command, console, emit
+from relhandler.cli._output import command, console, emit, say
 from relhandler.errors import ReleaseError, UsageError
 
 __all__ = ["ping", "purge", "reload", "rpc", "start", "status", "stop", "which"]
@@ -40,7 +41,7 @@ def start(
         emit(
             {"pid": pid, "root": str(r)},
             json_out=json_out,
-            human=lambda: console.print(f"node started on {r} (pid {pid})"),
+            human=lambda: say(f"node started on {r} (pid {pid})"),
         )
         return
     raise typer.Exit(run_node(r, release=release))
@@ -65,7 +66,7 @@ def stop(root: RootOpt = None, json_out: JsonOpt = False) -> None:
             f"see its log, or end it with SIGTERM (pid in {r / 'run' / 'node.pid'})",
             code="stop_timeout",
         )
-    emit(res, json_out=json_out, human=lambda: console.print("node stopped"))
+    emit(res, json_out=json_out, human=lambda: say("node stopped"))
 
 
 @app.command()
@@ -76,7 +77,7 @@ def ping(root: RootOpt = None, json_out: JsonOpt = False) -> None:
     Example: relhandler ping --root /srv/sample
     """
     res = node_call(root, "ping", json_out=json_out, timeout=5.0)
-    emit(res, json_out=json_out, human=lambda: console.print(f"pong (release {res['release']})"))
+    emit(res, json_out=json_out, human=lambda: say(f"pong (release {res['release']})"))
 
 
 @app.command()
@@ -91,12 +92,14 @@ def status(root: RootOpt = None, json_out: JsonOpt = False) -> None:
     def human() -> None:
         rel = res["release"]
         console.print(
-            f"[bold]{rel['name']} {rel['version']}[/] pid {res['pid']}, "
-            f"{res['processes']} processes, up {res['uptime_s']:.1f}s"
+            Text.assemble(
+                (f"{rel['name']} {rel['version']}", "bold"),
+                f" pid {res['pid']}, {res['processes']} processes, up {res['uptime_s']:.1f}s",
+            )
         )
         t = Table("application", "version", "description")
         for a in res["applications"]:
-            t.add_row(a["name"], a["version"], a["description"])
+            t.add_row(*(Text(str(a[k])) for k in ("name", "version", "description")))
         console.print(t)
 
     emit(res, json_out=json_out, human=human)
@@ -126,9 +129,7 @@ def reload(
     emit(
         res,
         json_out=json_out,
-        human=lambda: console.print(
-            f"{module}: now {res['current_vsn']} from {res['current_file']}"
-        ),
+        human=lambda: say(f"{module}: now {res['current_vsn']} from {res['current_file']}"),
     )
 
 
@@ -164,9 +165,9 @@ def which(
     res = node_call(root, "which", {"module": module}, json_out=json_out)
 
     def human() -> None:
-        console.print(f"{module}: current {res['current_vsn']} ({res['current_file']})")
+        say(f"{module}: current {res['current_vsn']} ({res['current_file']})")
         if res["old_vsn"]:
-            console.print(f"  old {res['old_vsn']} ({res['old_file']})")
+            say(f"  old {res['old_vsn']} ({res['old_file']})")
 
     emit(res, json_out=json_out, human=human)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 from rich.tree import Tree
 
 from relhandler.cli._app import app
@@ -44,10 +45,10 @@ def _source(root: Path, vsn: str, tarballs: list[Path]) -> ReleaseSource:
 
 
 def _tree(r: Relup) -> Tree:
-    tree = Tree(f"[bold]relup {r.version}[/]")
+    tree = Tree(Text(f"relup {r.version}", style="bold"))
     for title, entries, key in (("up", r.up, "from"), ("down", r.down, "to")):
         for e in entries:
-            br = tree.add(f"{title} {key} {e.vsn}")
+            br = tree.add(Text(f"{title} {key} {e.vsn}"))
             for i in e.instructions:
                 br.add(escape(" ".join(map(str, i)) if isinstance(i, list) else str(i)))
     return tree

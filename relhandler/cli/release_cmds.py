@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from relhandler.cli._app import app
 from relhandler.cli._node import JsonOpt, RootOpt, node_call
-from relhandler.cli._output import command, console, emit
+from relhandler.cli._output import command, console, emit, say
 
 __all__ = [
     "downgrade",
@@ -40,11 +41,12 @@ def _table(rows: list[dict[str, Any]]) -> Table:
         style = {"permanent": "bold green", "current": "bold cyan", "old": "dim"}.get(
             r["status"], ""
         )
+        # names and versions come from tarballs: cells are Text, never read as markup
         t.add_row(
-            r["name"],
-            r["version"],
-            f"[{style}]{r['status']}[/]" if style else r["status"],
-            ", ".join(r["apps"]),
+            Text(str(r["name"])),
+            Text(str(r["version"])),
+            Text(str(r["status"]), style=style),
+            Text(", ".join(map(str, r["apps"]))),
         )
     return t
 
@@ -65,25 +67,24 @@ def _install_args(
 
 def _show_then(res: dict[str, Any], vsn: str) -> None:
     _show_install(res)
-    console.print(f"{vsn} is permanent")
+    say(f"{vsn} is permanent")
 
 
 def _show_install(res: dict[str, Any]) -> None:
     if res.get("dry_run"):
         for s in res["steps"]:
             line = " ".join(map(str, s["instruction"]))
-            console.print(f"{s['index']:>3}  {line}", markup=False, highlight=False)
+            say(f"{s['index']:>3}  {line}")
             for m, pids in (s.get("processes") or {}).items():
-                console.print(
+                say(
                     f"       {m}: {len(pids)} process(es) {' '.join(pids[:8])}"
-                    f"{' …' if len(pids) > 8 else ''}",
-                    markup=False,
+                    f"{' …' if len(pids) > 8 else ''}"
                 )
         return
     if res.get("restart"):
-        console.print(f"installing {res['version']}: the node restarts on it")
+        say(f"installing {res['version']}: the node restarts on it")
         return
-    console.print(
+    say(
         f"installed {res['version']} (from {res['from']}, {res['mode']}) in "
         f"{res['ms']:.1f} ms, {len(res['steps'])} steps"
     )
@@ -117,7 +118,7 @@ def unpack(
     emit(
         res,
         json_out=json_out,
-        human=lambda: console.print(
+        human=lambda: say(
             f"release {res['version']} {'already ' if res['already'] else ''}unpacked"
         ),
     )
@@ -161,7 +162,7 @@ def make_permanent(
     Example: relhandler make-permanent 2.0.0
     """
     res = node_call(root, "make_permanent", {"version": version}, json_out=json_out)
-    emit(res, json_out=json_out, human=lambda: console.print(f"{version} is permanent"))
+    emit(res, json_out=json_out, human=lambda: say(f"{version} is permanent"))
 
 
 @app.command()
@@ -237,7 +238,7 @@ def remove(
     emit(
         res,
         json_out=json_out,
-        human=lambda: console.print(f"removed {version} ({len(res['removed_lib_dirs'])} lib dirs)"),
+        human=lambda: say(f"removed {version} ({len(res['removed_lib_dirs'])} lib dirs)"),
     )
 
 
@@ -253,4 +254,4 @@ def reboot_old(
     Example: relhandler reboot-old 1.0.0
     """
     res = node_call(root, "reboot_old", {"version": version}, json_out=json_out)
-    emit(res, json_out=json_out, human=lambda: console.print(f"restarting on {version}"))
+    emit(res, json_out=json_out, human=lambda: say(f"restarting on {version}"))
