@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relhandler.errors import InstallError, ReleaseError, RelhandlerError
+from relhandler.errors import InstallError, RelhandlerError
 from relhandler.release._systools_rc import RcError, check_op
 from relhandler.release.relup import describe_reason
 from relhandler.runtime import Node, Pid
@@ -330,15 +330,12 @@ class Installer:
                     if p is None or not isinstance(p.sys, rsys.SysState):
                         continue
                     try:
-                        fn = getattr(fn_mod, "code_change", None)
-                        if fn is None:
-                            raise ReleaseError(f"{mod} has no code_change")
-                        r = fn(vsn, trial_copy(p.sys.state), extra)
+                        # the behaviour knows its code_change contract (gen_statem: state
+                        # and data; gen_event: each handler of the module)
+                        r = p.sys.code_change_with(fn_mod, mod, vsn, trial_copy(p.sys.state), extra)
                         if isinstance(r, types.CoroutineType):
                             r.close()  # async code_change: not run by the preflight
                             continue
-                        if not (isinstance(r, tuple) and len(r) == 2 and r[0] == "ok"):
-                            raise ReleaseError(f"code_change returned {r!r}")
                     except Exception as e:
                         failures.append(
                             {

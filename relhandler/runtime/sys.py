@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import CoroutineType
 from typing import Any
 
-from relhandler.errors import NoProcError, SysError
+from relhandler.errors import NoProcError, ProcessError, SysError
 from relhandler.runtime._kernel import Pid, Process, current_node, fail_future
 
 __all__ = [
@@ -76,6 +76,23 @@ class SysState:
     def system_code_change(self, module: str, old_vsn: Any, extra: Any) -> Any:
         """Return the new state or an awaitable of it; raise on failure."""
         raise NotImplementedError
+
+    def code_change_with(self, cb: Any, module: str, old_vsn: Any, state: Any, extra: Any) -> Any:
+        """What ``system_code_change`` would make of ``state``, with ``cb`` as the code of
+        ``module`` (the release handler's preflight passes the new code, not yet loaded,
+        and a copy of the state). Returns the new state or a coroutine; raises on failure.
+
+        This default is gen_server's contract, ``code_change(old_vsn, state, extra) ->
+        ("ok", new_state)``; gen_statem and gen_event override it."""
+        fn = getattr(cb, "code_change", None)
+        if fn is None:
+            raise ProcessError(f"{module} has no code_change; use a soft update")
+        r = fn(old_vsn, state, extra)
+        if isinstance(r, CoroutineType):
+            return r
+        if not (isinstance(r, tuple) and len(r) == 2 and r[0] == "ok"):
+            raise ProcessError(f"{module}.code_change returned {r!r}; expected ('ok', new_state)")
+        return r[1]
 
     def modules(self) -> list[str]:
         return [self.module]
