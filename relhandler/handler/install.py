@@ -3,16 +3,15 @@ log: a failure after the point of no return is rolled back in place.
 
 Before the point of no return everything is read and checked: ``load_object_code`` compiles
 the new code (a syntax error fails here), the old-process check runs, and the *preflight*
-runs every ``code_change`` of the plan on a deep copy of each affected process's state. After
-it, each step records what it changes; on any error the module table, the process states,
-the code path and the application specs are put back, every suspended process is resumed,
-and the error names the instruction and the process.
+runs every ``code_change`` of the plan on a plain-data copy (``runtime.statecopy``) of each
+affected process's state. After it, each step records what it changes; on any error the
+module table, the process states, the code path and the application specs are put back,
+every suspended process is resumed, and the error names the instruction and the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from relhandler.runtime import Node, Pid
 from relhandler.runtime import sys as rsys
 from relhandler.runtime.application import AppController
 from relhandler.runtime.code import Prepared, Snapshot
+from relhandler.runtime.statecopy import copy_state
 from relhandler.runtime.supervisor import peek_groups
 from relhandler.terms import from_term, to_term
 
@@ -635,47 +635,6 @@ def _scratch_module(p: Prepared) -> types.ModuleType:
 
 
 def trial_copy(state: Any) -> Any:
-    """A deep copy of ``state`` for a trial ``code_change``, tolerant of live resources.
-
-    States of connection processes hold sockets, stream writers, futures or locks, which
-    ``copy.deepcopy`` refuses. Containers (dict, list, tuple, set) are copied all the way
-    down, keeping shared and cyclic references as ``deepcopy`` does; immutable scalars are
-    reused; any other object goes to ``copy.deepcopy``, and if that refuses it, it is
-    *shared* with the live state, so a trial ``code_change`` sees it as it is (and must not
-    act on it, e.g. write to it). Plain data takes the fast path: the preflight copies the
-    state of every affected process.
-    """
-    return _tolerant_copy(state, {})
-
-
-_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex, range, Pid})
-
-
-def _tolerant_copy(x: Any, memo: dict[int, Any]) -> Any:
-    t = type(x)
-    if t in _ATOMIC:
-        return x
-    i = id(x)
-    if i in memo:
-        return memo[i]
-    y: Any
-    if t is dict:
-        y = {}
-        memo[i] = y
-        for k, v in x.items():
-            y[_tolerant_copy(k, memo)] = _tolerant_copy(v, memo)
-        return y
-    if t is list:
-        y = []
-        memo[i] = y
-        y.extend([_tolerant_copy(v, memo) for v in x])
-        return y
-    if t is tuple or t is set or t is frozenset:
-        y = t([_tolerant_copy(v, memo) for v in x])
-    else:
-        try:
-            y = copy.deepcopy(x)
-        except Exception:
-            y = x  # a live resource: shared, not copied
-    memo[i] = y
-    return y
+    """The preflight's copy of a live state: :func:`relhandler.runtime.statecopy.copy_state`
+    (plain data copied, live resources and unknown objects shared untouched)."""
+    return copy_state(state)
