@@ -9,8 +9,10 @@ import types
 
 from relhandler.runtime import code as code
 from relhandler.runtime import gen_server as gen_server
+from relhandler.runtime import gen_statem as gen_statem
 from relhandler.runtime import supervisor as supervisor
 from relhandler.runtime import sys as sys
+from relhandler.runtime import timers as timers
 from relhandler.runtime._kernel import Node as Node
 from relhandler.runtime._kernel import current_node as current_node
 from relhandler.runtime.process import (
@@ -79,6 +81,10 @@ from relhandler.runtime.process import (
 from relhandler.runtime.process import (
     whereis as whereis,
 )
+from relhandler.runtime.timers import cancel_timer as cancel_timer
+from relhandler.runtime.timers import read_timer as read_timer
+from relhandler.runtime.timers import send_after as send_after
+from relhandler.runtime.timers import start_timer as start_timer
 
 __all__ = [
     "Exit",
@@ -87,25 +93,31 @@ __all__ = [
     "ProcessInfo",
     "ReceiveTimeout",
     "Ref",
+    "cancel_timer",
     "code",
     "current",
     "current_node",
     "demonitor",
     "exit",
     "gen_server",
+    "gen_statem",
     "link",
     "monitor",
     "process_info",
+    "read_timer",
     "receive",
     "register",
     "registered",
     "self_pid",
     "send",
+    "send_after",
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "start_timer",
     "supervisor",
     "sys",
+    "timers",
     "trap_exit",
     "unlink",
     "unregister",
