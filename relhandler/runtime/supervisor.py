@@ -163,14 +163,18 @@ def _apply_init(state: _State, result: Any) -> list[_Spec]:
     return checked
 
 
-async def _start_spec(spec: _Spec, extra: Sequence[Any] = ()) -> Pid | None:
+def _module(mod: str) -> Any:
+    """A managed module's current version, else an ordinary (runtime, library) module:
+    a library such as relhandler.web supervises its own processes with fixed code."""
     node = current_node()
+    if node.code._locate(mod) or node.code.is_loaded(mod):
+        return node.code.current(mod)
+    return __import__(mod, fromlist=["_"])
+
+
+async def _start_spec(spec: _Spec, extra: Sequence[Any] = ()) -> Pid | None:
     mod, fun, args = spec.start
-    target = (
-        node.code.current(mod)
-        if node.code._locate(mod) or node.code.is_loaded(mod)
-        else __import__(mod, fromlist=["_"])
-    )
+    target = _module(mod)
     r = getattr(target, fun)(*args, *extra)
     if isinstance(r, types.CoroutineType) or asyncio.isfuture(r):
         r = await r
@@ -221,9 +225,8 @@ class _Callbacks:
     async def init(args: tuple[str, Any]) -> Any:
         module, init_args = args
         trap_exit(True)
-        node = current_node()
         state = _State(module, init_args)
-        result = node.code.current(module).init(init_args)
+        result = _module(module).init(init_args)
         if isinstance(result, types.CoroutineType):
             result = await result
         if result == "ignore":
@@ -299,8 +302,7 @@ class _Callbacks:
     async def code_change(old_vsn: Any, state: _State, extra: Any) -> Any:
         # OTP: re-run init with the original args; new flags; specs updated by id, new ids
         # added (not started), vanished ids kept
-        node = current_node()
-        result = node.code.current(state.module).init(state.init_args)
+        result = _module(state.module).init(state.init_args)
         if isinstance(result, types.CoroutineType):
             result = await result
         if result == "ignore":

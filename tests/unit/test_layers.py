@@ -17,6 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "handler": {"runtime", "release"},
     "control": {"handler", "runtime", "release"},
     "cli": {"control", "release", "handler", "runtime"},
+    "web": {"runtime"},
 }
 
 

@@ -1,0 +1,527 @@
+"""One HTTP/1.1 connection served by ASGI (h11 for HTTP, wsproto for websockets).
+
+The connection is a process (spawned by the listener's connection supervisor) that runs this
+loop, runtime code that is never hot-swapped. Each request and each websocket is handed to
+the ASGI app that the managed module holds *when it arrives* (``relhandler.runtime.current``),
+so after an install new requests run new code while a websocket endpoint that is looping
+keeps its version until it returns (its frames are the process's "old code", see runtime.md).
+
+Defaults follow uvicorn's: 5 s keep-alive, 16 KiB of request head (h11's default), one
+request at a time per connection with pipelined bytes buffered up to 64 KiB (then reading
+pauses), ``server``/``date`` headers, 500 when the app fails before responding, 400 for a
+malformed request. A request head that does not arrive within ``header_timeout`` gets 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as wse
+from wsproto.utilities import LocalProtocolError as WsLocalError
+
+from relhandler.runtime import current
+from relhandler.web.config import ListenerConfig
+
+__all__ = ["serve_connection"]
+
+log = logging.getLogger("relhandler.web")
+
+ASGIApp = Callable[..., Awaitable[None]]
+READ = 65536
+
+_date_cache: list[Any] = [0, b""]
+
+
+def _date() -> bytes:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = formatdate(now, usegmt=True).encode()
+    d: bytes = _date_cache[1]
+    return d
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class _Closed(Exception):
+    """The peer went away (EOF or reset)."""
+
+
+class _HeadTimeout(Exception):
+    """No complete request head in time."""
+
+
+def _is_ws_upgrade(req: h11.Request) -> bool:
+    upgrade = connection = b""
+    for k, v in req.headers:
+        if k == b"upgrade":
+            upgrade = v.lower()
+        elif k == b"connection":
+            connection = v.lower()
+    return upgrade == b"websocket" and b"upgrade" in connection
+
+
+class _Conn:
+    """The socket and the h11 state of one connection."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cfg: ListenerConfig
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.cfg = cfg
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=cfg.max_header_bytes)
+        self.eof = False
+        self.lifespan_state: dict[str, Any] = {}
+        sock = writer.get_extra_info("sockname")
+        peer = writer.get_extra_info("peername")
+        self.server = (sock[0], sock[1]) if isinstance(sock, tuple) else None
+        self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.scheme = "https" if writer.get_extra_info("sslcontext") is not None else "http"
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        try:
+            if timeout is None:
+                data = await self.reader.read(READ)
+            else:
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ)
+        except (ConnectionError, OSError) as e:
+            raise _Closed from e
+        if not data:
+            self.eof = True
+        return data
+
+    def write(self, data: bytes) -> None:
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def drain(self) -> None:
+        t = self.writer.transport
+        if t.get_write_buffer_size() > self.cfg.high_water:
+            try:
+                await self.writer.drain()
+            except (ConnectionError, OSError) as e:
+                raise _Closed from e
+
+    async def next_head(self) -> h11.Request | None:
+        """The next request's head, or None when the client is done (EOF, idle timeout)."""
+        loop = asyncio.get_running_loop()
+        idle_deadline = loop.time() + self.cfg.keep_alive_timeout
+        head_deadline: float | None = None
+        while True:
+            ev = self.h11.next_event()
+            if ev is h11.NEED_DATA:
+                if self.h11.trailing_data[0] and head_deadline is None:
+                    head_deadline = loop.time() + self.cfg.header_timeout
+                deadline = head_deadline if head_deadline is not None else idle_deadline
+                try:
+                    data = await self.read(max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    if head_deadline is None:
+                        return None  # idle keep-alive connection: closed silently
+                    raise _HeadTimeout from None
+                if not data and not self.h11.trailing_data[0]:
+                    return None
+                self.h11.receive_data(data)
+                continue
+            if isinstance(ev, h11.Request):
+                return ev
+            if ev is h11.PAUSED or isinstance(ev, h11.ConnectionClosed):
+                return None
+            raise h11.RemoteProtocolError(f"unexpected {type(ev).__name__}", error_status_hint=400)
+
+    async def body_event(self) -> h11.Data | h11.EndOfMessage | None:
+        """The next piece of the request body (None: the client went away)."""
+        while True:
+            ev = self.h11.next_event()
+            if ev is h11.NEED_DATA:
+                data = await self.read()
+                self.h11.receive_data(data)
+                continue
+            if isinstance(ev, h11.Data | h11.EndOfMessage):
+                return ev
+            return None
+
+    def simple_response(self, status: int, text: bytes, *, close: bool = True) -> None:
+        """A complete plain-text response (errors); the connection closes after it."""
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(text)).encode()),
+            (b"server", b"relhandler"),
+            (b"date", _date()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        try:
+            self.write(self.h11.send(h11.Response(status_code=status, headers=headers)))
+            self.write(self.h11.send(h11.Data(data=text)))
+            self.write(self.h11.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:
+            # h11 is in ERROR after a bad request: write the bytes ourselves, via a fresh
+            # h11 state machine (no hand-written framing)
+            fresh = h11.Connection(h11.SERVER)
+            fresh.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            fresh.next_event()
+            self.write(fresh.send(h11.Response(status_code=status, headers=headers)))
+            self.write(fresh.send(h11.Data(data=text)))
+            self.write(fresh.send(h11.EndOfMessage()))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a transport already gone
+            self.writer.close()
+
+
+async def serve_connection(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    cfg: ListenerConfig,
+    shared: dict[str, Any] | None = None,
+) -> None:
+    """Serve one connection until it closes (the body of a connection process).
+
+    ``shared["state"]`` is the lifespan state; each request's scope gets a shallow copy."""
+    c = _Conn(reader, writer, cfg)
+    c.lifespan_state = shared["state"] if shared is not None else {}
+    try:
+        while True:
+            try:
+                req = await c.next_head()
+            except h11.RemoteProtocolError as e:
+                status = e.error_status_hint if e.error_status_hint in (400, 431) else 400
+                body = (
+                    b"Request header fields too large."
+                    if status == 431
+                    else b"Invalid HTTP request received."
+                )
+                c.simple_response(status, body)
+                return
+            except _HeadTimeout:
+                c.simple_response(408, b"Request timeout.")
+                return
+            if req is None:
+                return
+            app = _current_app(cfg)
+            if _is_ws_upgrade(req):
+                await _WebSocket(c, req, app).run()
+                return
+            keep = await _HttpCycle(c, req, app).run()
+            if not keep:
+                return
+            if not await _finish_cycle(c):
+                return
+    except _Closed:
+        return
+    finally:
+        c.close()
+
+
+def _current_app(cfg: ListenerConfig) -> ASGIApp:
+    app: ASGIApp = getattr(current(cfg.module), cfg.attr)
+    return app
+
+
+async def _finish_cycle(c: _Conn) -> bool:
+    """Start the next request cycle; read an unread request body away first (bounded)."""
+    budget = c.cfg.high_water
+    while c.h11.their_state is h11.SEND_BODY and budget > 0:
+        ev = await c.body_event()
+        if ev is None:
+            return False
+        if isinstance(ev, h11.Data):
+            budget -= len(ev.data)
+    if c.h11.our_state is not h11.DONE or c.h11.their_state is not h11.DONE:
+        return False
+    c.h11.start_next_cycle()
+    return True
+
+
+def _scope_base(c: _Conn, req: h11.Request, kind: str) -> dict[str, Any]:
+    target = req.target
+    path, _, query = target.partition(b"?")
+    raw_path = path
+    cfg = c.cfg
+    return {
+        "type": kind,
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": req.http_version.decode(),
+        "scheme": ("wss" if c.scheme == "https" else "ws") if kind == "websocket" else c.scheme,
+        "path": cfg.root_path + unquote(raw_path.decode("latin-1")),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": cfg.root_path,
+        "headers": [(k.lower(), v) for k, v in req.headers],
+        "client": c.client,
+        "server": c.server,
+        "state": dict(c.lifespan_state),
+    }
+
+
+class _HttpCycle:
+    """One request/response cycle (ASGI ``http`` scope)."""
+
+    def __init__(self, c: _Conn, req: h11.Request, app: ASGIApp) -> None:
+        self.c = c
+        self.req = req
+        self.app = app
+        self.started = False
+        self.complete = False
+        self.body_done = False
+        self.status = 200
+        self.headers: list[tuple[bytes, bytes]] | None = []
+        self.keep_alive = True
+        self.expect_100 = any(
+            k == b"expect" and v.lower() == b"100-continue" for k, v in req.headers
+        )
+        self.head = req.method == b"HEAD"
+        for k, v in req.headers:
+            if k == b"connection" and b"close" in v.lower():
+                self.keep_alive = False
+
+    async def run(self) -> bool:
+        """Run the app; True if the connection may serve another request."""
+        scope = _scope_base(self.c, self.req, "http")
+        scope["method"] = self.req.method.decode()
+        try:
+            await self.app(scope, self.receive, self.send)
+        except _Closed:
+            return False
+        except Exception:
+            log.exception("ASGI app raised on %s %s", scope["method"], scope["path"])
+            if not self.started:
+                self.c.simple_response(500, b"Internal Server Error")
+            return False
+        if not self.started:
+            log.error("ASGI app returned without a response for %s", scope["path"])
+            self.c.simple_response(500, b"Internal Server Error")
+            return False
+        if not self.complete:
+            return False
+        return self.keep_alive and self.c.h11.our_state is h11.DONE
+
+    async def receive(self) -> dict[str, Any]:
+        c = self.c
+        if self.complete or c.eof:
+            return {"type": "http.disconnect"}
+        if not self.body_done:
+            if self.expect_100 and not self.started:
+                self.expect_100 = False
+                c.write(c.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+            ev = await c.body_event()
+            if ev is None:
+                return {"type": "http.disconnect"}
+            if isinstance(ev, h11.EndOfMessage):
+                self.body_done = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": bytes(ev.data), "more_body": True}
+        # the body is read: wait for the client to go away, buffering pipelined requests
+        while True:
+            if len(c.h11.trailing_data[0]) >= c.cfg.high_water:
+                await asyncio.Event().wait()  # paused until the response completes (cancel)
+            data = await c.read()
+            if not data or self.complete:
+                return {"type": "http.disconnect"}
+            c.h11.receive_data(data)
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        c = self.c
+        t = msg["type"]
+        if t == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = int(msg["status"])
+            headers = [(bytes(k).lower(), bytes(v)) for k, v in msg.get("headers", [])]
+            headers.append((b"server", b"relhandler"))
+            headers.append((b"date", _date()))
+            if not self.keep_alive:
+                headers.append((b"connection", b"close"))
+            self.headers = headers
+            return
+        if t == "http.response.body":
+            if not self.started:
+                raise RuntimeError("http.response.body before http.response.start")
+            if self.complete:
+                raise RuntimeError("http.response.body after the response completed")
+            if self.headers is not None:
+                c.write(
+                    c.h11.send(
+                        h11.Response(
+                            status_code=self.status,
+                            headers=self.headers,
+                            reason=_phrase(self.status),
+                        )
+                    )
+                )
+                self.headers = None
+            body = msg.get("body", b"")
+            if body and not self.head:
+                c.write(c.h11.send(h11.Data(data=body)))
+            if not msg.get("more_body", False):
+                self.complete = True
+                c.write(c.h11.send(h11.EndOfMessage()))
+            await c.drain()
+            return
+        raise RuntimeError(f"unexpected ASGI message {t!r} in an http scope")
+
+
+class _WebSocket:
+    """An ASGI ``websocket`` scope over wsproto."""
+
+    def __init__(self, c: _Conn, req: h11.Request, app: ASGIApp) -> None:
+        self.c = c
+        self.req = req
+        self.app = app
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.ws.initiate_upgrade_connection(list(req.headers), req.target)
+        self.pending = self._trailing()
+        self.accepted = False
+        self.closed = False
+        self.connected = False
+        self.disconnected = False
+        self.queue: deque[dict[str, Any]] = deque()
+        self.parts: list[Any] = []
+        self.size = 0
+        self.upgrade: wse.Request | None = None
+        for ev in self.ws.events():
+            if isinstance(ev, wse.Request):
+                self.upgrade = ev
+
+    def _trailing(self) -> bytes:
+        data, _closed = self.c.h11.trailing_data
+        return bytes(data)
+
+    async def run(self) -> None:
+        scope = _scope_base(self.c, self.req, "websocket")
+        scope["subprotocols"] = list(self.upgrade.subprotocols) if self.upgrade else []
+        try:
+            await self.app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            # killed: a brutal purge of its old code, or the node stopping (1012: restart)
+            self._close(1012, "service restart")
+            raise
+        except _Closed:
+            return
+        except Exception:
+            if self.disconnected:  # the app raised on the disconnect it was handed
+                log.debug("ASGI websocket app ended by a disconnect", exc_info=True)
+                return
+            log.exception("ASGI websocket app raised on %s", scope["path"])
+            if not self.accepted:
+                self._reject(500)
+            else:
+                self._close(1011, "")
+            return
+        if not self.accepted:
+            self._reject(403)
+        else:
+            self._close(1000, "")
+
+    def _reject(self, status: int) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(WsLocalError):
+            self.c.write(self.ws.send(wse.RejectConnection(status_code=status, has_body=False)))
+
+    def _close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(WsLocalError):
+            self.c.write(self.ws.send(wse.CloseConnection(code=code, reason=reason)))
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        while not self.queue:
+            if self.closed:
+                self.disconnected = True
+                return {"type": "websocket.disconnect", "code": 1006}
+            data = await self.c.read()
+            self.ws.receive_data(data or None)
+            self._events()
+            await self.c.drain()
+        msg = self.queue.popleft()
+        if msg["type"] == "websocket.disconnect":
+            self.disconnected = True
+        return msg
+
+    def _events(self) -> None:
+        for ev in self.ws.events():
+            if isinstance(ev, wse.Ping):
+                self.c.write(self.ws.send(ev.response()))
+            elif isinstance(ev, wse.CloseConnection):
+                if not self.closed:
+                    self.closed = True
+                    with contextlib.suppress(WsLocalError):
+                        self.c.write(self.ws.send(ev.response()))
+                self.queue.append({"type": "websocket.disconnect", "code": ev.code})
+                return
+            elif isinstance(ev, wse.TextMessage | wse.BytesMessage):
+                self.size += len(ev.data)
+                if self.size > self.c.cfg.ws_max_size:
+                    self._close(1009, "message too big")
+                    self.queue.append({"type": "websocket.disconnect", "code": 1009})
+                    return
+                self.parts.append(ev.data)
+                if ev.message_finished:
+                    msg: dict[str, Any] = {"type": "websocket.receive"}
+                    if isinstance(ev, wse.TextMessage):
+                        msg["text"] = "".join(self.parts)
+                    else:
+                        msg["bytes"] = b"".join(self.parts)
+                    self.queue.append(msg)
+                    self.parts = []
+                    self.size = 0
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        t = msg["type"]
+        if t == "websocket.accept":
+            if self.accepted or self.closed:
+                raise RuntimeError("websocket.accept after the handshake")
+            self.accepted = True
+            headers = [(bytes(k), bytes(v)) for k, v in msg.get("headers", [])]
+            self.c.write(
+                self.ws.send(
+                    wse.AcceptConnection(subprotocol=msg.get("subprotocol"), extra_headers=headers)
+                )
+            )
+            if self.pending:
+                self.ws.receive_data(self.pending)
+                self.pending = b""
+                self._events()
+            return
+        if t == "websocket.send":
+            if not self.accepted or self.closed:
+                raise _Closed  # the ASGI spec's "send after close" is a disconnect
+            if msg.get("text") is not None:
+                self.c.write(self.ws.send(wse.Message(data=msg["text"])))
+            else:
+                self.c.write(self.ws.send(wse.Message(data=bytes(msg.get("bytes") or b""))))
+            await self.c.drain()
+            return
+        if t == "websocket.close":
+            if not self.accepted:
+                self._reject(403)
+            else:
+                self._close(int(msg.get("code", 1000)), str(msg.get("reason") or ""))
+            return
+        raise RuntimeError(f"unexpected ASGI message {t!r} in a websocket scope")
