@@ -8,6 +8,7 @@ from __future__ import annotations
 import types
 
 from relhandler.runtime import code as code
+from relhandler.runtime import gen_event as gen_event
 from relhandler.runtime import gen_server as gen_server
 from relhandler.runtime import gen_statem as gen_statem
 from relhandler.runtime import supervisor as supervisor
@@ -99,6 +100,7 @@ __all__ = [
     "current_node",
     "demonitor",
     "exit",
+    "gen_event",
     "gen_server",
     "gen_statem",
     "link",
