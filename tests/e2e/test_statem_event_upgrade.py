@@ -1,0 +1,348 @@
+"""A gen_statem and a gen_event manager with a handler, upgraded live and downgraded on a
+real node, from real tarballs built by the real CLI (issue 13, "What must be shown" 5)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relhandler.control.client import Client
+from tests.fixtures.mkroot import NodeProc, cli, start_node
+
+pytestmark = pytest.mark.e2e
+
+PYPROJECT = """
+[project]
+name = "fx_sm"
+version = "{vsn}"
+requires-python = ">=3.11"
+dependencies = []
+
+[tool.relhandler.release]
+name = "fx_sm"
+applications = ["fx_sm"]
+
+[tool.relhandler.apps.fx_sm]
+path = "src/fx_sm"
+start = "fx_sm.app:start"
+"""
+
+COMMON = {
+    "__init__.py": "",
+    "app.py": """
+        from relhandler.runtime import supervisor
+
+        async def start():
+            return await supervisor.start_link("fx_sm.sup", None, name="fx_sm_sup")
+        """,
+    "sup.py": """
+        def init(args):
+            return ("ok", ({"strategy": "one_for_one", "intensity": 5, "period": 10}, [
+                {"id": "door", "start": ("fx_sm.door", "start_link", []),
+                 "modules": ["fx_sm.door"]},
+                # an event manager's modules are its handlers': asked at upgrade time
+                {"id": "events", "start": ("fx_sm.events", "start_link", []),
+                 "modules": "dynamic"},
+            ]))
+        """,
+    "events.py": """
+        from relhandler.runtime import gen_event
+
+        async def start_link():
+            pid = await gen_event.start_link(name="fx_events")
+            r = await gen_event.add_handler(pid, "fx_sm.counter_handler", None)
+            assert r == "ok", r
+            return pid
+        """,
+    "api.py": """
+        from relhandler.runtime import gen_event, gen_statem, sys, whereis
+
+        async def door():
+            return await gen_statem.call("fx_door", "get")
+
+        def push(code):
+            gen_statem.cast("fx_door", code)
+            return "ok"
+
+        async def notify(ev):
+            await gen_event.sync_notify("fx_events", ev)
+            return "ok"
+
+        async def handler():
+            return await gen_event.call("fx_events", "fx_sm.counter_handler", "get")
+
+        async def states():
+            door = await sys.get_state("fx_door")
+            events = await sys.get_state("fx_events")
+            status = await sys.get_status("fx_door")
+            return {"door": door, "events": events, "timeouts": status["timeouts"],
+                    "modules": await sys.get_modules("fx_events")}
+
+        def pids():
+            return [str(whereis("fx_door")), str(whereis("fx_events"))]
+        """,
+}
+
+DOOR_V1 = """
+    __vsn__ = "1"
+    from relhandler.runtime import gen_statem
+
+    CODE = "1234"
+    TICK = 0.05
+
+    def start_link():
+        return gen_statem.start_link(__name__, None, name="fx_door")
+
+    def callback_mode():
+        return ["state_functions", "state_enter"]
+
+    def init(args):
+        return ("ok", "locked", {"opens": 0, "ticks": 0, "wrong": 0},
+                [(("timeout", "tick"), TICK, None)])
+
+    def locked(etype, content, data):
+        if etype == "enter":
+            return "keep_state_and_data"
+        if etype == "cast" and content == CODE:
+            return ("next_state", "open", {**data, "opens": data["opens"] + 1})
+        if etype == "cast":
+            return ("keep_state", {**data, "wrong": data["wrong"] + 1})
+        return common(etype, "locked", data)
+
+    def open(etype, content, data):
+        if etype == "enter":
+            return ("keep_state_and_data", [("state_timeout", 3600, "lock")])
+        if etype == "state_timeout" or (etype == "cast" and content == "lock"):
+            return ("next_state", "locked", data)
+        return common(etype, "open", data)
+
+    def common(etype, state, data):
+        if etype == ("timeout", "tick"):
+            return ("keep_state", {**data, "ticks": data["ticks"] + 1},
+                    [(("timeout", "tick"), TICK, None)])
+        if isinstance(etype, tuple) and etype[0] == "call":
+            return ("keep_state_and_data",
+                    [("reply", etype[1], {"vsn": 1, "state": state, **data})])
+        return "keep_state_and_data"
+    """
+
+# v2: another callback mode, upper-case state names, a log in the data
+DOOR_V2 = """
+    __vsn__ = "2"
+    from relhandler.runtime import gen_statem
+
+    CODE = "1234"
+    TICK = 0.05
+
+    def start_link():
+        return gen_statem.start_link(__name__, None, name="fx_door")
+
+    def callback_mode():
+        return ["handle_event_function", "state_enter"]
+
+    def init(args):
+        return ("ok", "LOCKED", {"opens": 0, "ticks": 0, "wrong": 0, "log": []},
+                [(("timeout", "tick"), TICK, None)])
+
+    def handle_event(etype, content, state, data):
+        if etype == "enter":
+            if state == "OPEN":
+                return ("keep_state_and_data", [("state_timeout", 3600, "lock")])
+            return "keep_state_and_data"
+        if etype == ("timeout", "tick"):
+            return ("keep_state", {**data, "ticks": data["ticks"] + 1},
+                    [(("timeout", "tick"), TICK, None)])
+        if etype == "cast" and state == "LOCKED" and content == CODE:
+            return ("next_state", "OPEN",
+                    {**data, "opens": data["opens"] + 1, "log": data["log"] + ["opened"]})
+        if etype == "cast" and state == "LOCKED":
+            return ("keep_state",
+                    {**data, "wrong": data["wrong"] + 1, "log": data["log"] + ["wrong"]})
+        if (etype == "cast" and content == "lock") or etype == "state_timeout":
+            return ("next_state", "LOCKED", {**data, "log": data["log"] + ["locked"]})
+        if isinstance(etype, tuple) and etype[0] == "call":
+            return ("keep_state_and_data",
+                    [("reply", etype[1], {"vsn": 2, "state": state, **data})])
+        return "keep_state_and_data"
+
+    def code_change(old_vsn, state, data, extra):
+        if isinstance(old_vsn, tuple) and old_vsn[0] == "down":
+            return ("ok", state.lower(), {k: v for k, v in data.items() if k != "log"})
+        return ("ok", state.upper(), {**data, "log": [extra["note"]]})
+    """
+
+HANDLER_V1 = """
+    __vsn__ = "1"
+
+    def init(args):
+        return ("ok", {"count": 0})
+
+    def handle_event(ev, s):
+        return ("ok", {**s, "count": s["count"] + 1})
+
+    def handle_call(req, s):
+        return ("ok", {"vsn": 1, **s}, s)
+    """
+
+HANDLER_V2 = """
+    __vsn__ = "2"
+
+    def init(args):
+        return ("ok", {"count": 0, "seen": []})
+
+    def handle_event(ev, s):
+        return ("ok", {**s, "count": s["count"] + 1, "seen": (s["seen"] + [ev])[-3:]})
+
+    def handle_call(req, s):
+        return ("ok", {"vsn": 2, **s}, s)
+
+    def code_change(old_vsn, s, extra):
+        if isinstance(old_vsn, tuple) and old_vsn[0] == "down":
+            return ("ok", {"count": s["count"]})
+        return ("ok", {**s, "seen": list(extra["seen"])})
+    """
+
+APPUP_V2 = """
+version = "2.0.0"
+
+[[up]]
+from = "1.0.0"
+instructions = [
+  ["update", "fx_sm.door", { change = "advanced", extra = { note = "upgraded" } }],
+  ["update", "fx_sm.counter_handler", { change = "advanced", extra = { seen = ["v1"] } }],
+]
+
+[[down]]
+to = "1.0.0"
+instructions = [
+  ["update", "fx_sm.counter_handler", { change = "advanced" }],
+  ["update", "fx_sm.door", { change = "advanced" }],
+]
+"""
+
+APPUP_V1 = 'version = "1.0.0"\nup = []\ndown = []\n'
+
+
+def write_project(d: Path, vsn: str) -> None:
+    (d / "pyproject.toml").parent.mkdir(parents=True, exist_ok=True)
+    (d / "pyproject.toml").write_text(PYPROJECT.format(vsn=vsn))
+    src = d / "src" / "fx_sm"
+    src.mkdir(parents=True)
+    files = dict(COMMON)
+    v2 = vsn == "2.0.0"
+    files["door.py"] = DOOR_V2 if v2 else DOOR_V1
+    files["counter_handler.py"] = HANDLER_V2 if v2 else HANDLER_V1
+    for name, text in files.items():
+        (src / name).write_text(textwrap.dedent(text).lstrip())
+    (src / "fx_sm.appup.toml").write_text(APPUP_V2 if v2 else APPUP_V1)
+
+
+def j(*args: str) -> Any:
+    r = cli(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def rpc(root: Path, target: str, *args: Any) -> Any:
+    mod, fun = target.split(":")
+    with Client(root) as c:
+        return c.call("rpc", {"module": mod, "function": fun, "args": list(args)})
+
+
+def wait_for(pred: Any, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached")
+        time.sleep(0.05)
+
+
+def test_gen_statem_and_gen_event_upgrade_live_and_downgrade(
+    tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    out = tmp_path / "rel"
+    for vsn in ("1.0.0", "2.0.0"):
+        proj = tmp_path / f"p{vsn}"
+        write_project(proj, vsn)
+        cli("build", "--project", str(proj), "--out", str(out), check=True)
+    cli("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "fx_sm"), check=True)
+    root = tmp_path / "root"
+    j("deploy", str(out / "fx_sm-1.0.0.tar.gz"), "--root", str(root))
+    nodes.append(start_node(root))
+
+    pids = rpc(root, "fx_sm.api:pids")
+    rpc(root, "fx_sm.api:push", "0000")
+    rpc(root, "fx_sm.api:push", "1234")
+    for i in range(3):
+        rpc(root, "fx_sm.api:notify", f"e{i}")
+    d1 = rpc(root, "fx_sm.api:door")
+    assert d1["vsn"] == 1 and d1["state"] == "open" and d1["opens"] == 1 and d1["wrong"] == 1
+    wait_for(lambda: rpc(root, "fx_sm.api:door")["ticks"] >= 3)  # the generic timeout runs
+    assert rpc(root, "fx_sm.api:handler") == {"vsn": 1, "count": 3}
+    st = rpc(root, "fx_sm.api:states")
+    assert st["door"][0] == "open"
+    assert st["events"] == [["fx_sm.counter_handler", None, {"count": 3}]]
+    assert st["modules"] == ["fx_sm.counter_handler"]
+    assert sorted(st["timeouts"]) == ["'state_timeout'", "('timeout', 'tick')"]
+
+    # events keep flowing to the manager during both installs: none may be lost
+    sent: list[Any] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with Client(root) as c:
+            k = 0
+            while not stop.is_set():
+                try:
+                    c.call(
+                        "rpc",
+                        {"module": "fx_sm.api", "function": "notify", "args": [f"load{k}"]},
+                    )
+                    sent.append("ok")
+                except Exception as e:
+                    sent.append(e)
+                k += 1
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        time.sleep(0.2)
+        up = j("upgrade", str(out / "fx_sm-2.0.0.tar.gz"), "--root", str(root))
+        assert up["install"]["mode"] == "up"
+        assert rpc(root, "fx_sm.api:pids") == pids  # same processes, migrated in place
+        st = rpc(root, "fx_sm.api:states")
+        door_state, door_data = st["door"]
+        assert door_state == "OPEN"  # code_change renamed the state
+        assert door_data["log"] == ["upgraded"] and door_data["opens"] == 1
+        assert sorted(st["timeouts"]) == ["'state_timeout'", "('timeout', 'tick')"]
+        h = rpc(root, "fx_sm.api:handler")
+        assert h["vsn"] == 2 and h["count"] >= 3 and h["seen"][-1].startswith("load")
+        ticks = door_data["ticks"]
+        wait_for(lambda: rpc(root, "fx_sm.api:door")["ticks"] > ticks)  # timer survived
+        rpc(root, "fx_sm.api:push", "lock")
+        d2 = rpc(root, "fx_sm.api:door")
+        assert d2["vsn"] == 2 and d2["state"] == "LOCKED"
+        assert d2["log"] == ["upgraded", "locked"]
+
+        down = j("downgrade", "1.0.0", "--root", str(root))
+        assert down["install"]["mode"] == "down"
+        assert rpc(root, "fx_sm.api:pids") == pids
+        st = rpc(root, "fx_sm.api:states")
+        assert st["door"][0] == "locked"
+        assert "log" not in st["door"][1] and st["door"][1]["opens"] == 1
+        h = rpc(root, "fx_sm.api:handler")
+        assert h["vsn"] == 1 and set(h) == {"vsn", "count"}
+        rpc(root, "fx_sm.api:push", "1234")
+        assert rpc(root, "fx_sm.api:door")["state"] == "open"  # v1's state function
+    finally:
+        stop.set()
+        t.join(30)
+    assert sent and [r for r in sent if r != "ok"] == []
+    # every event reached the handler exactly once, through v1, v2 and v1 again
+    assert rpc(root, "fx_sm.api:handler")["count"] == 3 + len(sent)
