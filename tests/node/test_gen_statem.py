@@ -484,3 +484,44 @@ def terminate(reason, s, box):
         node.spawn(parent)
         await until(lambda: bool(started) and started[0] not in node.processes)
         assert box == ["shutdown"]
+
+
+CHAIN = """
+import asyncio
+
+def callback_mode():
+    return "handle_event_function"
+
+def init(args):
+    return ("ok", "s", [])
+
+async def handle_event(etype, content, state, log):
+    if etype == "cast":
+        return ("keep_state", log + ["cast"],
+                [("next_event", "internal", i) for i in range(3)])
+    await asyncio.sleep(0.01)
+    return ("keep_state", log + [content])
+"""
+
+
+async def test_suspend_waits_until_no_event_is_queued_inside(code_dir: CodeDir) -> None:
+    me = code_dir.name("chain")
+    code_dir.write("chain", CHAIN)
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        pid = await gen_statem.start(me)
+        gen_statem.cast(pid, "go")
+        await until(lambda: node.processes[pid].sys.in_callback)
+        r = await sys.suspend_many([pid], timeout=5)
+        assert r.suspended == (pid,)
+        # the internal events of the transition ran before the suspend took effect (OTP)
+        assert await sys.get_state(pid) == ("s", ["cast", 0, 1, 2])
+        # replace_state maps (state, data), as OTP's sys does
+        assert await sys.replace_state(pid, lambda sd: ("t", sd[1] + ["x"])) == (
+            "t",
+            ["cast", 0, 1, 2, "x"],
+        )
+        await sys.resume(pid)
+        gen_statem.cast(pid, "again")
+        await settle(node, pid, wait=0.05)
+        assert (await sys.get_state(pid))[0] == "t"
