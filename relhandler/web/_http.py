@@ -33,7 +33,7 @@ from wsproto.utilities import LocalProtocolError as WsLocalError
 from relhandler.runtime import current
 from relhandler.web.config import ListenerConfig
 
-__all__ = ["serve_connection"]
+__all__ = ["head_size", "serve_connection"]
 
 log = logging.getLogger("relhandler.web")
 
@@ -65,6 +65,10 @@ class _Closed(Exception):
 
 class _HeadTimeout(Exception):
     """No complete request head in time."""
+
+
+def head_size(req: h11.Request) -> int:
+    return len(req.target) + sum(len(k) + len(v) + 4 for k, v in req.headers)
 
 
 def _is_ws_upgrade(req: h11.Request) -> bool:
@@ -102,6 +106,8 @@ class _Conn:
             else:
                 async with asyncio.timeout(timeout):
                     data = await self.reader.read(READ)
+        except TimeoutError:
+            raise  # an OSError subclass: not a closed connection
         except (ConnectionError, OSError) as e:
             raise _Closed from e
         if not data:
@@ -142,6 +148,10 @@ class _Conn:
                 self.h11.receive_data(data)
                 continue
             if isinstance(ev, h11.Request):
+                if head_size(ev) > self.cfg.max_header_bytes:
+                    # h11 bounds only a head still incomplete; one that arrived whole in a
+                    # single read is measured here, so the limit does not depend on timing
+                    raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
                 return ev
             if ev is h11.PAUSED or isinstance(ev, h11.ConnectionClosed):
                 return None

@@ -41,6 +41,7 @@ from wsproto import events as wse
 from wsproto.utilities import LocalProtocolError as WsLocalError
 
 from relhandler.runtime import Pid, current, current_node, gen_server, self_pid
+from relhandler.web._http import head_size
 from relhandler.web.config import ListenerConfig
 
 __all__ = ["start_link"]
@@ -288,6 +289,12 @@ def _forget(pid: Pid) -> None:
         conn.shut()
 
 
+_ERROR_TEXT = {
+    400: b"Invalid HTTP request received.",
+    431: b"Request header fields too large.",
+}
+
+
 def _plain(conn: _Ws, status: int, text: bytes) -> None:
     """A plain HTTP error response before the upgrade (h11 frames it)."""
     hc = h11.Connection(h11.SERVER)
@@ -315,10 +322,13 @@ async def _handshake(conn: _Ws, data: bytes, state: Any) -> Any:
         ev = hc.next_event()
     except h11.RemoteProtocolError as e:
         status = e.error_status_hint if e.error_status_hint in (400, 431) else 400
-        _plain(conn, status, b"Invalid HTTP request received.")
+        _plain(conn, status, _ERROR_TEXT[status])
         return ("stop", "normal", state)
     if ev is h11.NEED_DATA:
         return ("noreply", state)
+    if isinstance(ev, h11.Request) and head_size(ev) > conn.cfg.max_header_bytes:
+        _plain(conn, 431, b"Request header fields too large.")
+        return ("stop", "normal", state)
     if not isinstance(ev, h11.Request) or not _is_upgrade(ev):
         _plain(conn, 426, b"This endpoint speaks websocket only.")
         return ("stop", "normal", state)

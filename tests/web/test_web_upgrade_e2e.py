@@ -12,18 +12,12 @@ import pytest
 import websockets
 
 from tests.fixtures.mkroot import NodeProc, cli, start_node
-from tests.web.webproj import build
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 N_WS = 100
 N_ROOM = 10
 N_HTTP = 4
-
-
-@pytest.fixture(scope="module")
-def webt_builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build(tmp_path_factory.mktemp("webt"))
 
 
 def _cli_json(*args: str) -> object:

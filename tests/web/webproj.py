@@ -33,10 +33,14 @@ start = "webt.app:start"
 [[tool.relhandler.apps.webt.env.listeners]]
 name = "http"
 app = "webt.site:app"
+ws_max_size = 1048576
+header_timeout = 2
 
 [[tool.relhandler.apps.webt.env.listeners]]
 name = "room"
 handler = "webt.room"
+ws_max_size = 1048576
+header_timeout = 2
 """
 
 APP = """
