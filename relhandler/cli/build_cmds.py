@@ -23,8 +23,11 @@ from relhandler.release.build import build as do_build
 __all__ = ["build", "deploy", "new"]
 
 
-def _render_tree(dst: Path, name: str, pkg: str) -> list[Path]:
-    src = resources.files("relhandler") / "templates" / "project"
+TEMPLATES = ("project", "web")
+
+
+def _render_tree(dst: Path, name: str, pkg: str, template: str = "project") -> list[Path]:
+    src = resources.files("relhandler") / "templates" / template
     written: list[Path] = []
 
     def walk(node: resources.abc.Traversable, rel: Path) -> None:
@@ -52,19 +55,26 @@ def new(
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Where to create it (default: ./NAME).")
     ] = None,
+    template: Annotated[
+        str,
+        typer.Option(help="project (a GenServer) or web (a Starlette app on a listener)."),
+    ] = "project",
     json_out: JsonOpt = False,
 ) -> None:
     """Create a release project: pyproject, an app with a GenServer and a supervisor, tests.
 
     Example: relhandler new chat-hub && cd chat-hub && relhandler build
+    (`--template web`: a Starlette app served by the node, see docs/web.md)
     """
+    if template not in TEMPLATES:
+        raise UsageError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
         raise UsageError(f"{name!r} is not a valid project name (letters, digits, - and _)")
     pkg = name.replace("-", "_").lower()
     dst = (directory or Path(name)).resolve()
     if dst.exists() and any(dst.iterdir()):
         raise UsageError(f"{dst} exists and is not empty; pick another --dir")
-    written = _render_tree(dst, name, pkg)
+    written = _render_tree(dst, name, pkg, template)
     emit(
         {"project": str(dst), "package": pkg, "files": [str(p) for p in written]},
         json_out=json_out,
