@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test lint typecheck pytest demo bench clean erlang
+.PHONY: setup test lint typecheck pytest docs demo bench clean erlang
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $(STAMP)
 
 # Erlang/OTP is needed only for the differential tests; install it when we can, else they skip.
@@ -28,7 +28,12 @@ typecheck: setup
 pytest: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test: setup erlang lint typecheck pytest
+test: setup erlang lint typecheck docs pytest
+
+# the documentation site, strict: a broken link, a missing page or a stale generated page fails
+docs: setup
+	$(BIN)/python scripts/cli_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 demo: setup
 	$(BIN)/python -m sample_app.demo

@@ -35,6 +35,8 @@ def _render_tree(dst: Path, name: str, pkg: str, template: str = "project") -> l
             if child.name == "__pycache__":
                 continue
             out_name = child.name.replace("__pkg__", pkg)
+            if out_name.startswith("dot-"):  # dotfiles are not package data: stored as dot-NAME
+                out_name = "." + out_name[4:]
             if child.is_dir():
                 walk(child, rel / out_name)
             else:
