@@ -19,8 +19,8 @@ erlang:
 	@bash scripts/ensure-erlang || true
 
 lint: setup
-	$(BIN)/ruff check relhandler tests bench sample_app
-	$(BIN)/ruff format --check relhandler tests bench sample_app
+	$(BIN)/ruff check relhandler tests bench sample_app scripts
+	$(BIN)/ruff format --check relhandler tests bench sample_app scripts
 
 typecheck: setup
 	$(BIN)/mypy

@@ -38,7 +38,17 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console()
+
+def _stdout_console() -> Console:
+    c = Console()
+    if not c.is_terminal:
+        # a pipe or a CI log: tables take the width of their content, never cut to $COLUMNS
+        c = Console(width=_UNBOUNDED)
+    return c
+
+
+_UNBOUNDED = 10_000
+console = _stdout_console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
 
 

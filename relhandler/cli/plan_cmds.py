@@ -130,6 +130,9 @@ def appup_generate(
         out.write_text(next(iter(docs.values())))
 
     def human() -> None:
+        if out is not None:  # the file holds the appup: say where, do not print it again
+            console.print(f"wrote {out}", markup=False, highlight=False)
+            return
         for n, t in docs.items():
             console.print(f"# {n}\n{t}", markup=False, highlight=False)
 

@@ -11,8 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from relhandler.cli._app import app
-from relhandler.cli._node import JsonOpt, RootOpt, node_call
-from relhandler.cli._output import command, console, emit, say
+from relhandler.cli._node import JsonOpt, RootOpt, default_root, node_call
+from relhandler.cli._output import command, console, emit, err_console, say
+from relhandler.errors import AuthError, UnreachableError
+from relhandler.handler.store import read_releases, releases_path
 
 __all__ = [
     "downgrade",
@@ -93,11 +95,34 @@ def _show_install(res: dict[str, Any]) -> None:
 @app.command()
 @command
 def releases(root: RootOpt = None, json_out: JsonOpt = False) -> None:
-    """Name, version and status of every release the node knows.
+    """Name, version and status of every release (read from disk when the node is down).
 
     Example: relhandler releases --root /srv/sample
     """
-    rows = node_call(root, "releases", json_out=json_out)
+    try:
+        rows = node_call(root, "releases", json_out=json_out)
+    except AuthError:
+        raise
+    except UnreachableError:
+        # the disk is the record: show it, and say that nothing is current
+        r = (root or default_root()).resolve()
+        rows = [
+            {
+                "name": rec.name,
+                "version": rec.version,
+                "status": rec.status,
+                "apps": [f"{a.name}-{a.version}" for a in rec.apps],
+            }
+            for rec in read_releases(r).releases
+        ]
+        if not rows:
+            raise
+        err_console.print(
+            f"note: no node is running at {r}; showing {releases_path(r)} "
+            f"(the next start boots the permanent release)",
+            markup=False,
+            highlight=False,
+        )
     emit(rows, json_out=json_out, human=lambda: console.print(_table(rows)))
 
 
