@@ -27,6 +27,7 @@ handler module suspends the managers that run it and migrates each such handler'
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import types
 from typing import Any
@@ -105,24 +106,40 @@ class _ManagerState(SysState):
             fn = getattr(cb, "code_change", None)
             if fn is None:
                 raise ProcessError(f"handler {m} has no code_change/3; use a soft update")
+            if inspect.iscoroutinefunction(fn):
+                # called by the finisher: one the preflight closes unrun leaves nothing
+                out.append((m, hid, _Deferred(fn, (old_vsn, hs, extra))))
+                pending = True
+                continue
             r = fn(old_vsn, hs, extra)
-            pending = pending or isinstance(r, _CoroutineType)
-            out.append((m, hid, r))
+            if isinstance(r, _CoroutineType):
+                pending = True
+                out.append((m, hid, r))
+            else:
+                out.append((m, hid, _handler_cc(r, m)))
         if pending:
-            return _finish_code_change(out, module)
-        return [(m, hid, _handler_cc(r, m)) if m == module else (m, hid, r) for m, hid, r in out]
+            return _finish_code_change(out)
+        return out
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "handlers": [_name(m, i) for m, i, _ in self.state]}
 
 
-async def _finish_code_change(out: list[Any], module: str) -> list[_Entry]:
+class _Deferred:
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Any, args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+
+
+async def _finish_code_change(out: list[Any]) -> list[_Entry]:
     done: list[_Entry] = []
     for m, hid, r in out:
-        if m == module:
-            if isinstance(r, _CoroutineType):
-                r = await r
-            r = _handler_cc(r, m)
+        if type(r) is _Deferred:
+            r = _handler_cc(await r.fn(*r.args), m)
+        elif isinstance(r, _CoroutineType):
+            r = _handler_cc(await r, m)
         done.append((m, hid, r))
     return done
 

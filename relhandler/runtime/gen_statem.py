@@ -33,6 +33,7 @@ their shape changes. ``sys.get_state`` gives ``(state, data)``, as OTP's does.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import types
 from collections import deque
@@ -105,7 +106,11 @@ class _StatemState(SysState):
         fn = getattr(cb, "code_change", None)
         if fn is None:
             raise ProcessError(f"{self.module} has no code_change/4; use a soft update")
-        r = fn(old_vsn, state[0], state[1], extra)
+        args = (old_vsn, state[0], state[1], extra)
+        if inspect.iscoroutinefunction(fn):
+            # called inside the coroutine: one the preflight closes unrun leaves nothing
+            return _async_code_change(fn, args, self.module)
+        r = fn(*args)
         if isinstance(r, _CoroutineType):
             return _finish_code_change(r, self.module)
         return _code_change_result(r, self.module)
@@ -116,6 +121,10 @@ class _StatemState(SysState):
             "postponed": len(self.postponed),
             "timeouts": sorted(map(repr, self.timers)),
         }
+
+
+async def _async_code_change(fn: Any, args: tuple[Any, ...], module: str) -> Any:
+    return _code_change_result(await fn(*args), module)
 
 
 async def _finish_code_change(coro: Any, module: str) -> Any:

@@ -228,6 +228,23 @@ instructions = [
 
 APPUP_V1 = 'version = "1.0.0"\nup = []\ndown = []\n'
 
+# 3.0.0: the machine's code_change refuses v1 data: the preflight must catch it
+DOOR_V3 = DOOR_V2.replace('__vsn__ = "2"', '__vsn__ = "3"').replace(
+    '        return ("ok", state.upper(), {**data, "log": [extra["note"]]})',
+    '        raise ValueError("door cannot migrate %r" % (state,))',
+)
+# 4.0.0: the handler's async code_change fails for real (the preflight runs sync ones
+# only), after the machine has migrated: the install must roll both back, by value
+HANDLER_V4 = HANDLER_V2.replace('__vsn__ = "2"', '__vsn__ = "4"').replace(
+    "    def code_change(old_vsn, s, extra):",
+    "    async def code_change(old_vsn, s, extra):\n"
+    '        raise RuntimeError("handler cannot migrate")',
+)
+
+
+def appup(vsn: str) -> str:
+    return APPUP_V2.replace('version = "2.0.0"', f'version = "{vsn}"')
+
 
 def write_project(d: Path, vsn: str) -> None:
     (d / "pyproject.toml").parent.mkdir(parents=True, exist_ok=True)
@@ -235,12 +252,11 @@ def write_project(d: Path, vsn: str) -> None:
     src = d / "src" / "fx_sm"
     src.mkdir(parents=True)
     files = dict(COMMON)
-    v2 = vsn == "2.0.0"
-    files["door.py"] = DOOR_V2 if v2 else DOOR_V1
-    files["counter_handler.py"] = HANDLER_V2 if v2 else HANDLER_V1
+    files["door.py"] = {"1.0.0": DOOR_V1, "3.0.0": DOOR_V3}.get(vsn, DOOR_V2)
+    files["counter_handler.py"] = {"1.0.0": HANDLER_V1, "4.0.0": HANDLER_V4}.get(vsn, HANDLER_V2)
     for name, text in files.items():
         (src / name).write_text(textwrap.dedent(text).lstrip())
-    (src / "fx_sm.appup.toml").write_text(APPUP_V2 if v2 else APPUP_V1)
+    (src / "fx_sm.appup.toml").write_text(APPUP_V1 if vsn == "1.0.0" else appup(vsn))
 
 
 def j(*args: str) -> Any:
@@ -263,18 +279,33 @@ def wait_for(pred: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_gen_statem_and_gen_event_upgrade_live_and_downgrade(
-    tmp_path: Path, nodes: list[NodeProc]
-) -> None:
-    out = tmp_path / "rel"
-    for vsn in ("1.0.0", "2.0.0"):
-        proj = tmp_path / f"p{vsn}"
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``fx_sm-{1,2,3,4}.0.0.tar.gz``, each with a relup from 1.0.0."""
+    work = tmp_path_factory.mktemp("fx_sm")
+    out = work / "rel"
+    for vsn in ("1.0.0", "2.0.0", "3.0.0", "4.0.0"):
+        proj = work / f"p{vsn}"
         write_project(proj, vsn)
         cli("build", "--project", str(proj), "--out", str(out), check=True)
-    cli("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "fx_sm"), check=True)
+        if vsn != "1.0.0":
+            rel = str(out / "fx_sm")
+            cli("relup", "--to", vsn, "--from", "1.0.0", "--rel-dir", rel, check=True)
+    return out
+
+
+def deployed(tmp_path: Path, out: Path, nodes: list[NodeProc]) -> Path:
     root = tmp_path / "root"
     j("deploy", str(out / "fx_sm-1.0.0.tar.gz"), "--root", str(root))
     nodes.append(start_node(root))
+    return root
+
+
+def test_gen_statem_and_gen_event_upgrade_live_and_downgrade(
+    tmp_path: Path, builds: Path, nodes: list[NodeProc]
+) -> None:
+    out = builds
+    root = deployed(tmp_path, out, nodes)
 
     pids = rpc(root, "fx_sm.api:pids")
     rpc(root, "fx_sm.api:push", "0000")
@@ -346,3 +377,58 @@ def test_gen_statem_and_gen_event_upgrade_live_and_downgrade(
     assert sent and [r for r in sent if r != "ok"] == []
     # every event reached the handler exactly once, through v1, v2 and v1 again
     assert rpc(root, "fx_sm.api:handler")["count"] == 3 + len(sent)
+
+
+def opened(root: Path) -> Any:
+    """Drive the v1 machine and manager to a known state; returns sys.get_state of both."""
+    rpc(root, "fx_sm.api:push", "0000")
+    rpc(root, "fx_sm.api:push", "1234")
+    for i in range(3):
+        rpc(root, "fx_sm.api:notify", f"e{i}")
+    st = rpc(root, "fx_sm.api:states")
+    assert st["door"][0] == "open" and st["events"][0][2] == {"count": 3}
+    return st
+
+
+def frozen(st: Any) -> Any:
+    """The states without the tick counter (the generic timeout keeps it moving)."""
+    door_state, door_data = st["door"]
+    return [door_state, {k: v for k, v in door_data.items() if k != "ticks"}, st["events"]]
+
+
+def test_preflight_refuses_a_failing_gen_statem_code_change(
+    tmp_path: Path, builds: Path, nodes: list[NodeProc]
+) -> None:
+    root = deployed(tmp_path, builds, nodes)
+    before = opened(root)
+    door_pid = rpc(root, "fx_sm.api:pids")[0]
+    j("unpack", str(builds / "fx_sm-3.0.0.tar.gz"), "--root", str(root))
+    r = cli("install", "3.0.0", "--root", str(root), "--json")
+    assert r.returncode == 1
+    failures = json.loads(r.stdout)["error"]["details"]["failures"]
+    assert [(f["pid"], f["module"]) for f in failures] == [(door_pid, "fx_sm.door")]
+    assert "door cannot migrate 'open'" in failures[0]["error"]
+    assert frozen(rpc(root, "fx_sm.api:states")) == frozen(before)  # nothing changed
+    assert rpc(root, "fx_sm.api:door")["vsn"] == 1
+
+
+def test_failing_handler_code_change_rolls_both_back_by_value(
+    tmp_path: Path, builds: Path, nodes: list[NodeProc]
+) -> None:
+    root = deployed(tmp_path, builds, nodes)
+    before = opened(root)
+    pids = rpc(root, "fx_sm.api:pids")
+    j("unpack", str(builds / "fx_sm-4.0.0.tar.gz"), "--root", str(root))
+    r = cli("install", "4.0.0", "--root", str(root), "--json")
+    assert r.returncode == 1
+    err = json.loads(r.stdout)["error"]
+    assert "handler cannot migrate" in err["message"] and "rolled back" in err["message"]
+    assert err["details"]["module"] == "fx_sm.counter_handler"
+    # the machine had migrated (v4's door code_change succeeded) and is back, by value
+    assert frozen(rpc(root, "fx_sm.api:states")) == frozen(before)
+    assert rpc(root, "fx_sm.api:pids") == pids
+    assert rpc(root, "fx_sm.api:door")["vsn"] == 1
+    rpc(root, "fx_sm.api:notify", "after")  # resumed, on v1 code
+    assert rpc(root, "fx_sm.api:handler") == {"vsn": 1, "count": 4}
+    rpc(root, "fx_sm.api:push", "lock")
+    assert rpc(root, "fx_sm.api:door")["state"] == "locked"
