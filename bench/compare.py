@@ -46,77 +46,60 @@ def medians(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, 
     return {k: {m: statistics.median(v) for m, v in d.items()} for k, d in groups.items()}
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+WIDTH = 80  # every table fits an 80-column CI log
+
+SIDES = (
+    ("relhandler-queued", "relhandler, queued calls"),
+    ("otp", "Erlang/OTP"),
+    ("pykka", "Pykka"),
+    ("asyncio", "bare asyncio ceiling"),
+)
+UPGRADE_EXTRA = (
+    "calls_during",
+    "calls_failed",
+    "call_p_max_before_ms",
+    "call_max_during_ms",
+    "casts_lost",
+    "casts_reordered",
+    "tcp_dropped",
+    "tcp_max_ms",
+    "rss_after_mb",
+)
+
+
+def print_table(rows: list[dict[str, Any]], console: Console | None = None) -> None:
+    """The medians and ratios as narrow tables (one row per side or metric), on stdout."""
     med = medians(rows)
-    con = Console(stderr=True)
-    t = Table(title="call throughput (per second, median)")
-    for c in (
-        "bench",
-        "clients",
-        "relhandler",
-        "queued",
-        "OTP",
-        "rh/OTP",
-        "pykka",
-        "rh/pykka",
-        "asyncio ceiling",
-        "rh/asyncio",
-    ):
-        t.add_column(c, justify="right")
+    con = console or Console(width=WIDTH)
     for bench in ("calls", "casts"):
         for clients in (1, 2):
             rh = med.get((bench, "relhandler", clients), {}).get("per_s")
             if rh is None:
                 continue
-            o = med.get((bench, "otp", clients), {}).get("per_s")
-            p = med.get((bench, "pykka", clients), {}).get("per_s")
-            a = med.get((bench, "asyncio", clients), {}).get("per_s")
-            q = med.get((bench, "relhandler-queued", clients), {}).get("per_s")
-            t.add_row(
-                bench,
-                str(clients),
-                f"{rh:,.0f}",
-                _f(q),
-                _f(o),
-                _r(rh, o),
-                _f(p),
-                _r(rh, p),
-                _f(a),
-                _r(rh, a),
-            )
-    con.print(t)
-    u = Table(title="live upgrade of N GenServers (ms, median)")
-    u.add_column("metric")
-    sizes = sorted({k[2] for k in med if k[0] == "upgrade"})
-    for n in sizes:
-        u.add_column(f"rh N={n}", justify="right")
-        u.add_column(f"OTP N={n}", justify="right")
+            t = Table(title=f"{bench}, {clients} client(s): per second (median)")
+            t.add_column("side")
+            t.add_column("per s", justify="right")
+            t.add_column("relhandler / side", justify="right")
+            t.add_row("relhandler", f"{rh:,.0f}", "1.00×")
+            for side, label in SIDES:
+                v = med.get((bench, side, clients), {}).get("per_s")
+                if v is not None:
+                    t.add_row(label, _f(v), _r(rh, v))
+            con.print(t)
+    for n in sorted({k[2] for k in med if k[0] == "upgrade"}):
+        u = Table(title=f"live upgrade of {n:,} GenServers under load (median)")
+        u.add_column("metric (ms unless named)")
+        u.add_column("relhandler", justify="right")
+        u.add_column("OTP", justify="right")
         u.add_column("rh/OTP", justify="right")
-    for m in (
-        *UPGRADE_KEYS,
-        "calls_during",
-        "calls_failed",
-        "call_p_max_before_ms",
-        "call_max_during_ms",
-        "casts_lost",
-        "casts_reordered",
-        "tcp_dropped",
-        "tcp_max_ms",
-        "rss_after_mb",
-    ):
-        cells = []
-        for n in sizes:
+        for m in (*UPGRADE_KEYS, *UPGRADE_EXTRA):
             rh = med.get(("upgrade", "relhandler", n), {}).get(m)
             o = med.get(("upgrade", "otp", n), {}).get(m)
-            cells += [_f(rh, 2), _f(o, 2), _r(rh, o)]
-        u.add_row(m, *cells)
-    cells = []
-    for n in sizes:
+            u.add_row(m, _f(rh, 2), _f(o, 2), _r(rh, o))
         rh = med.get(("upgrade_quiet", "relhandler", n), {}).get("total_ms")
         o = med.get(("upgrade_rh", "otp", n), {}).get("total_ms")
-        cells += [_f(rh, 2), _f(o, 2), _r(rh, o)]
-    u.add_row("quiet node: total_ms vs OTP install_release", *cells)
-    con.print(u)
+        u.add_row("quiet: total vs install_release", _f(rh, 2), _f(o, 2), _r(rh, o))
+        con.print(u)
 
 
 def _f(v: float | None, d: int = 0) -> str:

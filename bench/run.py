@@ -452,8 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": sizes,
     }
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(json.dumps({"meta": meta, "rows": rows}))
-    print_table(rows)
+    print_table(rows)  # the JSON is in the results file only: the log gets readable tables
     print(f"results: {path}", file=sys.stderr)
     return 0
 

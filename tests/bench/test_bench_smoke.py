@@ -64,3 +64,26 @@ def test_otp_install_release_side(tmp_path: Path, erl: str) -> None:
     assert rows[0]["bench"] == "upgrade_rh"
     assert rows[0]["n"] == 50
     assert rows[0]["total_ms"] > 0
+
+
+def test_tables_fit_an_80_column_log() -> None:
+    import io
+
+    from rich.console import Console
+
+    from bench.compare import WIDTH, print_table
+
+    rows = [
+        {"bench": "calls", "side": side, "clients": c, "per_s": v, "round": 0}
+        for side, v in (("relhandler", 512345.0), ("otp", 734567.0), ("pykka", 17890.0))
+        for c in (1, 2)
+    ] + [
+        {"bench": "upgrade", "side": side, "n": 10000, "total_ms": 1234.5, "calls_failed": 0}
+        for side in ("relhandler", "otp")
+    ]
+    buf = io.StringIO()
+    print_table(rows, Console(file=buf, width=WIDTH))
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "512,345" in text and "0.70×" in text and "1,234.50" in text
+    assert "…" not in text
