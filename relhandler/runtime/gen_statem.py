@@ -52,6 +52,15 @@ __all__ = ["From", "call", "cast", "reply", "start", "start_link", "stop"]
 log = logging.getLogger("relhandler.runtime.gen_statem")
 
 _CoroutineType = types.CoroutineType
+
+
+def _is_async(fn: Any) -> bool:
+    # inspect.iscoroutinefunction is several times slower; this runs once per process
+    # in an upgrade of thousands
+    co = getattr(fn, "__code__", None)
+    return co is not None and bool(co.co_flags & inspect.CO_COROUTINE)
+
+
 From = gen_server.From
 
 _TIMEOUT_KINDS = ("timeout", "state_timeout")
@@ -107,7 +116,7 @@ class _StatemState(SysState):
         if fn is None:
             raise ProcessError(f"{self.module} has no code_change/4; use a soft update")
         args = (old_vsn, state[0], state[1], extra)
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             # called inside the coroutine: one the preflight closes unrun leaves nothing
             return _async_code_change(fn, args, self.module)
         r = fn(*args)
@@ -256,30 +265,77 @@ def _event_of(srv: _StatemState, msg: Any) -> tuple[Any, Any] | None:
 
 
 async def _handle(srv: _StatemState, ev: tuple[Any, Any]) -> None:
-    tm = srv.timers.pop("timeout", None)  # any event cancels the event timeout
-    if tm is not None:
-        _cancel(tm)
-    r = await _state_callback(srv, ev[0], ev[1])
+    if srv.timers:
+        tm = srv.timers.pop("timeout", None)  # any event cancels the event timeout
+        if tm is not None:
+            _cancel(tm)
+    # the callback is called here rather than through _state_callback: one coroutine less
+    # per event on the hot path
+    try:
+        r = _invoke(srv, ev[0], ev[1])
+        if type(r) is _CoroutineType:
+            r = await r
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:
+        await _terminate(srv, e.reason if isinstance(e, Exit) else e)
+        raise
+    # the common transitions that keep the state, with no actions but replies: nothing
+    # else to do (no enter call, no postponed retry, no timer)
+    if type(r) is tuple:
+        n = len(r)
+        tag = r[0]
+        if tag == "keep_state_and_data" and n == 2 and _replied(r[1]):
+            return
+        if tag == "keep_state" and (n == 2 or (n == 3 and _replied(r[2]))):
+            srv.state = (srv.state[0], r[1])
+            return
+        if (
+            tag == "next_state"
+            and n in (3, 4)
+            and r[1] == srv.state[0]
+            and (n == 3 or _replied(r[3]))
+        ):
+            srv.state = (r[1], r[2])
+            return
+    elif r == "keep_state_and_data":
+        return
     await _transition(srv, r, ev)
+
+
+def _replied(actions: Any) -> bool:
+    """Send the replies if ``actions`` is a list of nothing but replies; else False and
+    nothing sent (the full transition handles it)."""
+    if type(actions) is not list:
+        return False
+    for a in actions:
+        if not (type(a) is tuple and len(a) == 3 and a[0] == "reply"):
+            return False
+    for a in actions:
+        gen_server.reply(a[1], a[2])
+    return True
+
+
+def _invoke(srv: _StatemState, etype: Any, content: Any) -> Any:
+    cb = srv.cb()
+    if cb is not srv.mode_of:
+        _read_mode(srv, cb)
+    state, data = srv.state
+    if srv.handle_event_mode:
+        return cb.handle_event(etype, content, state, data)
+    fn = getattr(cb, state, None) if type(state) is str else None
+    if fn is None or not callable(fn):
+        raise ProcessError(
+            f"{srv.module} has no state function {state!r} (callback mode "
+            f"state_functions needs one function per state, named by the state)",
+            code="undef_state_function",
+        )
+    return fn(etype, content, data)
 
 
 async def _state_callback(srv: _StatemState, etype: Any, content: Any) -> Any:
     try:
-        cb = srv.cb()
-        if cb is not srv.mode_of:
-            _read_mode(srv, cb)
-        state, data = srv.state
-        if srv.handle_event_mode:
-            r = cb.handle_event(etype, content, state, data)
-        else:
-            fn = getattr(cb, state, None) if isinstance(state, str) else None
-            if fn is None or not callable(fn):
-                raise ProcessError(
-                    f"{srv.module} has no state function {state!r} (callback mode "
-                    f"state_functions needs one function per state, named by the state)",
-                    code="undef_state_function",
-                )
-            r = fn(etype, content, data)
+        r = _invoke(srv, etype, content)
         if isinstance(r, _CoroutineType):
             r = await r
     except asyncio.CancelledError:
