@@ -124,7 +124,8 @@ async def upgrade(code: Path, kind: str, n: int) -> dict[str, Any]:
         sys.resume_many(pids)
         t4 = time.perf_counter()
         gc.enable()
-        assert len(r.suspended) == n and errs == []
+        assert len(r.suspended) == n, r.skipped
+        assert errs == [], errs
         return {
             "bench": f"upgrade {kind}",
             "n": n,
