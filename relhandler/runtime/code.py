@@ -1,11 +1,23 @@
 """The code server: two versions (current, old) of every managed module.
 
 Managed modules are the Python modules found under the code path (a release's lib dirs).
-Each loaded version is a fresh module object executed from compiled source; it is never put
-in ``sys.modules``. Instead ``sys.modules[name]`` holds a :class:`LiveModule` whose attribute
-lookups go to the *current* version at that moment: ``import counter; counter.loop(n)`` is
-Erlang's fully qualified call, while a bare ``loop(n)`` inside the module resolves through
-that version's own globals and stays on it (a local call).
+Each loaded version is a fresh module object executed from compiled source, and
+``sys.modules[name]`` *is* the current version's module object, swapped at each load (it is
+already there while the new version executes, as with a normal import). So every library
+that looks a module up (dataclasses, typing, pydantic, pickle, inspect, logging) sees an
+ordinary module.
+
+How managed code refers to other managed code (the table is in docs/references.md):
+
+* ``import m`` then ``m.f()`` is Erlang's qualified call: a module-level name bound to a
+  managed module is *relinked* to the new module object whenever that module loads a new
+  version, in the current and the old version of the importer alike;
+* ``from m import f`` at module level follows the current version the same way (Erlang's
+  ``-import``): the name is rebound to the new version's ``f`` at each load of ``m``,
+  unless the importer has rebound the name itself;
+* a bare ``f()`` inside ``m`` resolves through that version's own globals and stays on it
+  (a local call); classes, instances, closures and bound methods keep the version they were
+  made from, like Erlang funs.
 
 A process *runs code of version V* when a frame on its await chain has V's namespace as
 globals; that is what ``check_process_code``, ``soft_purge`` and ``purge`` look at.
@@ -22,7 +34,7 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +51,7 @@ __all__ = [
     "ModuleInfo",
     "ModuleVersion",
     "Prepared",
+    "RemoteFun",
     "Snapshot",
 ]
 
@@ -53,6 +66,8 @@ class Prepared:
     vsn: str
     code: types.CodeType
     is_package: bool
+    # module-level ``from X import a as b`` statements: (b, absolute X, a)
+    from_imports: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,20 @@ class _Entry:
     loading: types.ModuleType | None = None
 
 
+@dataclass(slots=True, eq=False)
+class _Link:
+    """A module-level name of ``owner`` that follows the current version of a module:
+    ``attr`` None for the module itself (``import m``), else ``from m import attr``."""
+
+    owner: ModuleVersion
+    local: str
+    attr: str | None
+    obj: Any
+
+
+_MISSING = object()
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The module table at one instant, for an in-place rollback."""
@@ -95,7 +124,8 @@ class Snapshot:
 
 
 class LiveModule(types.ModuleType):
-    """What ``sys.modules`` holds for a managed module: forwards to the current version."""
+    """A handle that forwards every attribute lookup to the current version at that moment
+    (``node.code.live(name)``, ``relhandler.runtime.current(name)``); not in ``sys.modules``."""
 
     __relhandler_server__: CodeServer
 
@@ -126,6 +156,33 @@ class LiveModule(types.ModuleType):
         return sorted(entry.current.module.__dict__)
 
 
+class RemoteFun:
+    """Erlang's ``fun m:f/N``: calls ``f`` of whatever version of module ``m`` is current
+    at each call. Store one in a state (instead of the function itself, which keeps its
+    version, like a local fun) when the stored callback must follow upgrades."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(sys.modules[self.module], self.name)(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteFun) and (self.module, self.name) == (
+            other.module,
+            other.name,
+        )
+
+    def __hash__(self) -> int:
+        return hash((RemoteFun, self.module, self.name))
+
+    def __repr__(self) -> str:
+        return f"RemoteFun({self.module!r}, {self.name!r})"
+
+
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Autoload: importing a managed module that is not loaded yet loads it (Erlang-style)."""
 
@@ -142,8 +199,7 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self, origin=str(file), is_package=is_pkg)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        self.server.load(spec.name)
-        return sys.modules[spec.name]
+        return self.server.load(spec.name).module
 
     def exec_module(self, module: types.ModuleType) -> None:
         """Nothing to do: create_module already executed the current version."""
@@ -169,6 +225,43 @@ def _literal_vsn(tree: ast.Module) -> str | None:
     return None
 
 
+def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements that run when the module executes (not those inside defs or classes)."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.If | ast.For | ast.While | ast.With | ast.AsyncFor):
+            yield from _top_level(node.body)
+            yield from _top_level(getattr(node, "orelse", []))
+        elif isinstance(node, ast.Try | ast.TryStar):
+            yield from _top_level(node.body)
+            for h in node.handlers:
+                yield from _top_level(h.body)
+            yield from _top_level(node.orelse)
+            yield from _top_level(node.finalbody)
+
+
+def _from_imports(
+    tree: ast.Module, name: str, is_package: bool
+) -> tuple[tuple[str, str, str], ...]:
+    package = name if is_package else name.rpartition(".")[0]
+    out: list[tuple[str, str, str]] = []
+    for node in _top_level(tree.body):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            parts = package.split(".") if package else []
+            if node.level - 1 > len(parts):
+                continue
+            base = parts[: len(parts) - (node.level - 1)]
+            mod = ".".join([*base, node.module] if node.module else base)
+        else:
+            mod = node.module or ""
+        for a in node.names:
+            if a.name != "*":
+                out.append((a.asname or a.name, mod, a.name))
+    return tuple(out)
+
+
 def _idle_behaviour(p: Any) -> bool:
     """A behaviour process between callbacks holds only runtime frames: no module code."""
     s = p.sys
@@ -183,9 +276,11 @@ class CodeServer:
         self.path: list[Path] = []
         self._table: dict[str, _Entry] = {}
         self._finder: _Finder | None = None
-
-    def _owns(self, m: object) -> bool:
-        return isinstance(m, LiveModule) and m.__dict__.get("__relhandler_server__") is self
+        self._live: dict[str, LiveModule] = {}
+        # module name -> the names (in managed namespaces) that follow its current version
+        self._links: dict[str, dict[int, _Link]] = {}
+        # id(owner ModuleVersion) -> (source module, link id) of the links it owns
+        self._owned: dict[int, list[tuple[str, int]]] = {}
 
     # -- path ------------------------------------------------------------------
     def set_path(self, dirs: Sequence[Path | str]) -> None:
@@ -239,23 +334,7 @@ class CodeServer:
                 details={"module": name, "file": str(path), "line": e.lineno},
             ) from e
         vsn = _literal_vsn(tree) or ("sha256:" + hashlib.sha256(source).hexdigest()[:16])
-        return Prepared(name, path, vsn, code, is_pkg)
-
-    def _proxy(self, name: str, prepared: Prepared) -> LiveModule:
-        existing = sys.modules.get(name)
-        if (
-            isinstance(existing, LiveModule)
-            and existing.__dict__.get("__relhandler_server__") is self
-        ):
-            return existing
-        proxy = LiveModule(name)
-        proxy.__dict__["__relhandler_server__"] = self
-        self._decorate(proxy, prepared)
-        sys.modules[name] = proxy
-        parent, _, child = name.rpartition(".")
-        if parent and isinstance(sys.modules.get(parent), LiveModule):
-            sys.modules[parent].__dict__[child] = proxy
-        return proxy
+        return Prepared(name, path, vsn, code, is_pkg, _from_imports(tree, name, is_pkg))
 
     def _decorate(self, m: types.ModuleType, p: Prepared) -> None:
         spec = importlib.machinery.ModuleSpec(
@@ -268,12 +347,16 @@ class CodeServer:
         m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
         if p.is_package:
             m.__path__ = [str(p.file.parent)]
+            spec.submodule_search_locations = [str(p.file.parent)]
 
     def _execute(self, p: Prepared, entry: _Entry) -> ModuleVersion:
         m = types.ModuleType(p.name)
         self._decorate(m, p)
         m.__dict__["__builtins__"] = builtins
         entry.loading = m
+        # as a normal import does: the module is in sys.modules while it executes, so
+        # dataclasses, typing and pydantic resolve names in the namespace being built
+        sys.modules[p.name] = m
         try:
             exec(p.code, m.__dict__)
         except BaseException as e:
@@ -298,21 +381,107 @@ class CodeServer:
         if entry is None:
             entry = _Entry()
             self._table[p.name] = entry
-        had_proxy = p.name in sys.modules
-        self._proxy(p.name, p)
+        before = sys.modules.get(p.name)
         try:
             version = self._execute(p, entry)
         except ModuleLoadError:
             if fresh:
                 del self._table[p.name]
-                if not had_proxy:
-                    sys.modules.pop(p.name, None)
+            if before is None:
+                sys.modules.pop(p.name, None)
+            else:
+                sys.modules[p.name] = before
             raise
         entry.old = entry.current
         entry.current = version
-        proxy = sys.modules[p.name]
-        proxy.__dict__["__file__"] = str(p.file)
+        sys.modules[p.name] = version.module
+        self._record_links(version, p)
+        self._relink(p.name)
         return version
+
+    # -- references that follow the current version --------------------------------------
+    def _managed_name(self, obj: object) -> str | None:
+        """The name of the managed module ``obj`` is a version of, else None."""
+        if not isinstance(obj, types.ModuleType) or isinstance(obj, LiveModule):
+            return None
+        name = obj.__dict__.get("__name__")
+        e = self._table.get(name) if isinstance(name, str) else None
+        if e is None:
+            return None
+        if e.loading is obj or any(v is not None and v.module is obj for v in (e.current, e.old)):
+            return name
+        return None
+
+    def _alive(self, v: ModuleVersion) -> bool:
+        e = self._table.get(v.name)
+        return e is not None and (e.current is v or e.old is v)
+
+    def _add_link(self, source: str, link: _Link) -> None:
+        self._links.setdefault(source, {})[id(link)] = link
+        self._owned.setdefault(id(link.owner), []).append((source, id(link)))
+
+    def _drop_links(self, v: ModuleVersion) -> None:
+        for source, lid in self._owned.pop(id(v), ()):
+            links = self._links.get(source)
+            if links is not None:
+                links.pop(lid, None)
+
+    def _record_links(self, v: ModuleVersion, p: Prepared) -> None:
+        ns = v.module.__dict__
+        modules: set[str] = set()
+        for local, val in list(ns.items()):
+            src = self._managed_name(val)
+            if src is not None:
+                modules.add(local)
+                self._add_link(src, _Link(v, local, None, val))
+        for local, src, attr in p.from_imports:
+            e = self._table.get(src)
+            if local in modules or e is None or e.current is None:
+                continue
+            val = ns.get(local, _MISSING)
+            # only a name still bound to what the import gave (not rebound by the module)
+            if val is not _MISSING and e.current.module.__dict__.get(attr, _MISSING) is val:
+                self._add_link(src, _Link(v, local, attr, val))
+
+    def _relink(self, source: str, seen: set[str] | None = None) -> None:
+        """Point every name that follows ``source`` at its current version (and, through
+        re-exports, every name that follows a module whose namespace changed)."""
+        e = self._table.get(source)
+        if e is None or e.current is None:
+            return
+        seen = seen if seen is not None else set()
+        seen.add(source)
+        new_mod = e.current.module
+        new_ns = new_mod.__dict__
+        changed: set[str] = set()
+        for link in list(self._links.get(source, {}).values()):
+            if not self._alive(link.owner):
+                self._drop_links(link.owner)
+                continue
+            ns = link.owner.module.__dict__
+            if ns.get(link.local, _MISSING) is not link.obj:
+                continue  # the importer rebound the name itself: leave it
+            new = new_mod if link.attr is None else new_ns.get(link.attr, _MISSING)
+            if new is _MISSING or new is link.obj:
+                continue
+            ns[link.local] = link.obj = new
+            changed.add(link.owner.name)
+        parent, _, child = source.rpartition(".")
+        pe = self._table.get(parent) if parent else None
+        if pe is not None:
+            # ``import pkg.sub; pkg.sub.f()``: the package's attribute is the submodule
+            for pv in (pe.current, pe.old):
+                if pv is None:
+                    continue
+                ns = pv.module.__dict__
+                old = ns.get(child, _MISSING)
+                if old is not new_mod and (
+                    (old is _MISSING and pv is pe.current) or self._managed_name(old) == source
+                ):
+                    ns[child] = new_mod
+                    changed.add(parent)
+        for name in changed - seen:
+            self._relink(name, seen)
 
     def load(self, name: str, file: Path | str | None = None) -> ModuleVersion:
         """Load a new current version (``code:load_file``): refused with ``NotPurgedError``
@@ -377,18 +546,20 @@ class CodeServer:
             p = self.node.processes.get(pid)
             if p is not None:
                 self.node._kill(p, "killed")
-        entry = self._table.get(name)
-        if entry is not None:
-            entry.old = None
+        self._drop_old(name)
         return bool(users)
+
+    def _drop_old(self, name: str) -> None:
+        entry = self._table.get(name)
+        if entry is not None and entry.old is not None:
+            self._drop_links(entry.old)
+            entry.old = None
 
     def soft_purge(self, name: str) -> bool:
         """Drop the old version if no process runs it; else change nothing, return False."""
         if self.old_code_users(name):
             return False
-        entry = self._table.get(name)
-        if entry is not None:
-            entry.old = None
+        self._drop_old(name)
         return True
 
     def delete(self, name: str) -> bool:
@@ -398,6 +569,8 @@ class CodeServer:
             return False
         entry.old = entry.current
         entry.current = None
+        if sys.modules.get(name) is entry.old.module:
+            del sys.modules[name]
         return True
 
     def unload(self, name: str) -> None:
@@ -410,10 +583,10 @@ class CodeServer:
         if entry.current is not None:
             entry.old, entry.current = entry.current, None
             self.purge(name)
-        del self._table[name]
-        proxy = sys.modules.get(name)
-        if isinstance(proxy, LiveModule) and proxy.__dict__.get("__relhandler_server__") is self:
+        if self._managed_name(sys.modules.get(name)) == name:
             del sys.modules[name]
+        del self._table[name]
+        self._live.pop(name, None)
 
     # -- queries ---------------------------------------------------------------
     def is_loaded(self, name: str) -> bool:
@@ -434,10 +607,16 @@ class CodeServer:
         return e.current.module
 
     def live(self, name: str) -> types.ModuleType:
-        """The live module (what ``import name`` gives managed code)."""
+        """A :class:`LiveModule` for ``name``: each attribute lookup goes to the version that
+        is current at that moment (a handle for code that is not managed itself)."""
         if not self.is_loaded(name):
             self.current(name)
-        return sys.modules[name]
+        proxy = self._live.get(name)
+        if proxy is None:
+            proxy = LiveModule(name)
+            proxy.__dict__["__relhandler_server__"] = self
+            self._live[name] = proxy
+        return proxy
 
     def vsn(self, name: str) -> str | None:
         e = self._table.get(name)
@@ -469,39 +648,47 @@ class CodeServer:
         return Snapshot({n: (e.current, e.old) for n, e in self._table.items()})
 
     def restore(self, snap: Snapshot) -> None:
-        """Put the module table back as it was at ``snap`` (no process is killed)."""
+        """Put the module table back as it was at ``snap`` (no process is killed): the
+        versions, ``sys.modules`` and every name that follows a module's current version."""
+        before = {n: (e.current, e.old) for n, e in self._table.items()}
+        kept = {id(v) for pair in snap.entries.values() for v in pair if v is not None}
+        ours = {
+            id(v.module)
+            for pair in (*before.values(), *snap.entries.values())
+            for v in pair
+            if v is not None
+        }
+        for cur, old in before.values():
+            for v in (cur, old):
+                if v is not None and id(v) not in kept:
+                    self._drop_links(v)
         for name in list(self._table):
             if name not in snap.entries:
-                del self._table[name]
-                proxy = sys.modules.get(name)
-                if isinstance(proxy, LiveModule):
+                if id(sys.modules.get(name)) in ours:
                     del sys.modules[name]
+                del self._table[name]
+        changed = []
         for name, (cur, old) in snap.entries.items():
             e = self._table.setdefault(name, _Entry())
+            if e.current is not cur:
+                changed.append(name)
             e.current, e.old = cur, old
-            ref = cur or old
-            if ref is not None and name not in sys.modules:
-                self._proxy(
-                    name,
-                    Prepared(
-                        name,
-                        ref.file,
-                        ref.vsn,
-                        compile("", "", "exec"),
-                        ref.file.name == "__init__.py",
-                    ),
-                )
+            if cur is not None:
+                sys.modules[name] = cur.module
+            elif id(sys.modules.get(name)) in ours:
+                del sys.modules[name]
+        for name in changed:
+            self._relink(name)
 
     def close(self) -> None:
-        """Remove this server's live modules and finder from the interpreter."""
+        """Remove this server's modules and finder from the interpreter."""
         for name in list(self._table):
-            proxy = sys.modules.get(name)
-            if (
-                isinstance(proxy, LiveModule)
-                and proxy.__dict__.get("__relhandler_server__") is self
-            ):
+            if self._managed_name(sys.modules.get(name)) == name:
                 del sys.modules[name]
         self._table.clear()
+        self._links.clear()
+        self._owned.clear()
+        self._live.clear()
         if self._finder is not None and self._finder in sys.meta_path:
             sys.meta_path.remove(self._finder)
         self._finder = None
