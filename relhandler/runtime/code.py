@@ -123,15 +123,22 @@ class Snapshot:
     )
 
 
+def _module_dict(m: types.ModuleType) -> dict[str, Any]:
+    return object.__getattribute__(m, "__dict__")  # type: ignore[no-any-return]
+
+
 class LiveModule(types.ModuleType):
     """A handle that forwards every attribute lookup to the current version at that moment
     (``node.code.live(name)``, ``relhandler.runtime.current(name)``); not in ``sys.modules``."""
 
     __relhandler_server__: CodeServer
 
-    def __getattr__(self, attr: str) -> Any:
-        name = self.__dict__["__name__"]
-        server: CodeServer = self.__dict__["__relhandler_server__"]
+    def __getattribute__(self, attr: str) -> Any:
+        # __getattribute__, not __getattr__: a module's failed lookup before the
+        # __getattr__ fallback costs ~13 µs on CPython 3.11 (~15x this path)
+        d = _module_dict(self)
+        name = d["__name__"]
+        server: CodeServer = d["__relhandler_server__"]
         entry = server._table.get(name)
         if entry is not None:
             target = entry.current.module if entry.current is not None else entry.loading
@@ -140,6 +147,10 @@ class LiveModule(types.ModuleType):
                     return target.__dict__[attr]
                 except KeyError:
                     pass
+        try:
+            return types.ModuleType.__getattribute__(self, attr)
+        except AttributeError:
+            pass
         sub = sys.modules.get(f"{name}.{attr}")
         if sub is not None:
             return sub
@@ -150,7 +161,8 @@ class LiveModule(types.ModuleType):
         raise AttributeError(f"module {name!r} has no attribute {attr!r}")
 
     def __dir__(self) -> list[str]:
-        entry = self.__dict__["__relhandler_server__"]._table.get(self.__dict__["__name__"])
+        d = _module_dict(self)
+        entry = d["__relhandler_server__"]._table.get(d["__name__"])
         if entry is None or entry.current is None:
             return []
         return sorted(entry.current.module.__dict__)
@@ -614,7 +626,7 @@ class CodeServer:
         proxy = self._live.get(name)
         if proxy is None:
             proxy = LiveModule(name)
-            proxy.__dict__["__relhandler_server__"] = self
+            _module_dict(proxy)["__relhandler_server__"] = self
             self._live[name] = proxy
         return proxy
 
