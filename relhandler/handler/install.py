@@ -630,7 +630,19 @@ def _scratch_module(p: Prepared) -> types.ModuleType:
     m.__file__ = str(p.file)
     m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
     m.__dict__["__builtins__"] = builtins
-    exec(p.code, m.__dict__)
+    import sys as _sys
+
+    # in sys.modules while it executes, as an import would be (dataclasses, typing and
+    # pydantic resolve names through it); the live entry is put back right after
+    before = _sys.modules.get(p.name)
+    _sys.modules[p.name] = m
+    try:
+        exec(p.code, m.__dict__)
+    finally:
+        if before is None:
+            _sys.modules.pop(p.name, None)
+        else:
+            _sys.modules[p.name] = before
     return m
 
 

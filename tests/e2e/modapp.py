@@ -174,12 +174,33 @@ def code_change(old_vsn, state, extra):
     return ("ok", _convert(state, {{"note": "migrated from " + str(old_vsn)}}))
 """
 
+# new in v2: executed by the preflight in a scratch module before it is installed
+TAGS = """
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+@dataclass
+class Tag:
+    SEEN: ClassVar[list[str]] = []
+    name: str
+    aliases: list[str] = field(default_factory=list)
+
+
+def fields():
+    return [f.name for f in dataclasses.fields(Tag)]
+"""
+
 APPUP = """
 version = "2.0.0"
 
 [[up]]
 from = "1.0.0"
 instructions = [
+  ["add_module", "modapp.tags"],
   ["load_module", "modapp.models"],
   ["update", "modapp.store", { change = "advanced", extra = [], dep_mods = ["modapp.models"] }],
 ]
@@ -191,6 +212,7 @@ to = "1.0.0"
 instructions = [
   ["load_module", "modapp.models"],
   ["update", "modapp.store", { change = "advanced", extra = [] }],
+  ["delete_module", "modapp.tags"],
 ]
 """
 
@@ -244,10 +266,11 @@ def build_modapp(tmp: Path) -> Path:
             "models.py": models_source(vsn),
             "probe.py": PROBE_FILE.read_text(),
         }
+        if vsn == "2.0.0":
+            files["tags.py"] = TAGS
+            (pkg / "modapp.appup.toml").write_text(APPUP)
         for name, src in files.items():
             (pkg / name).write_text(textwrap.dedent(src))
-        if vsn == "2.0.0":
-            (pkg / "modapp.appup.toml").write_text(APPUP)
         _cli("build", "--project", str(proj), "--out", str(out), env=env)
     _cli("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "modapp"))
     return out

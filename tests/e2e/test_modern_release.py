@@ -83,6 +83,7 @@ def test_modern_types_upgrade_and_downgrade_as_imported_normally(
     assert all(r2["current_classes"]) and r2["pickled"]
     assert r2["describe"] == ["color", "int"] and r2["cart"] == ["cart", 3]
     assert rpc(root, "modapp.store:pid") == pid
+    assert rpc(root, "modapp.tags:fields") == ["name", "aliases"]  # ClassVar is no field
 
     down = j("downgrade", "1.0.0", "--root", str(root))
     assert down["install"]["mode"] == "down"
