@@ -432,3 +432,21 @@ def test_failing_handler_code_change_rolls_both_back_by_value(
     assert rpc(root, "fx_sm.api:handler") == {"vsn": 1, "count": 4}
     rpc(root, "fx_sm.api:push", "lock")
     assert rpc(root, "fx_sm.api:door")["state"] == "locked"
+
+
+def test_appup_generate_proposes_advanced_updates_for_machine_and_handler(
+    builds: Path,
+) -> None:
+    import tomllib
+
+    r = cli(
+        "appup", "generate", "--from", "1.0.0", "--to", "2.0.0",
+        "--rel-dir", str(builds / "fx_sm"), "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    appup = tomllib.loads(json.loads(r.stdout)["fx_sm"])
+    for section in (appup["up"][0], appup["down"][0]):
+        assert sorted((i[0], i[1], i[2]["change"]) for i in section["instructions"]) == [
+            ("update", "fx_sm.counter_handler", "advanced"),
+            ("update", "fx_sm.door", "advanced"),
+        ]

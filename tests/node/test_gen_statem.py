@@ -525,3 +525,20 @@ async def test_suspend_waits_until_no_event_is_queued_inside(code_dir: CodeDir) 
         gen_statem.cast(pid, "again")
         await settle(node, pid, wait=0.05)
         assert (await sys.get_state(pid))[0] == "t"
+
+
+async def test_stop_of_a_suspended_machine_runs_terminate(
+    code_dir: CodeDir, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "term.log"
+    monkeypatch.setenv("STATEM_TERMINATE_LOG", str(log))
+    me = code_dir.name("lock")
+    code_dir.write("lock", LOCK)
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        pid = await gen_statem.start(me, "7")
+        await sys.suspend(pid)
+        gen_statem.cast(pid, "0")  # queued behind the suspend: never handled
+        await gen_statem.stop(pid, "bye")
+        assert pid not in node.processes
+    assert log.read_text().splitlines() == ['["\'bye\'", "locked", {"code": "7", "tries": 0}]']
