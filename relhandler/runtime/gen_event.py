@@ -211,6 +211,14 @@ async def _serve(proc: Process, mgr: _ManagerState) -> None:
 
 
 async def _handle_call(mgr: _ManagerState, from_: Any, req: Any) -> None:
+    try:
+        result = await _answer(mgr, req)
+    except ProcessError as e:  # a bad handler name sent by hand: the caller's error
+        result = ("error", e.message)
+    gen_server.reply(from_, result)
+
+
+async def _answer(mgr: _ManagerState, req: Any) -> Any:
     op = req[0] if type(req) is tuple and req else None
     if op == "$sync_notify":
         await _notify_all(mgr, "handle_event", req[1])
@@ -227,7 +235,7 @@ async def _handle_call(mgr: _ManagerState, from_: Any, req: Any) -> None:
         result = [_name(m, i) for m, i, _ in mgr.state]
     else:
         result = ("error", ("bad_request", req))
-    gen_server.reply(from_, result)
+    return result
 
 
 def _find(mgr: _ManagerState, key: tuple[str, Any]) -> int | None:
@@ -294,7 +302,12 @@ async def _swap_in_place(
 ) -> None:
     """A swap a handler asked for from a callback: the new one takes its place (OTP)."""
     res = await _call_terminate(mgr, entry[0], args1, entry[2])
-    new_entry, err = await _init(mgr, _key(new), (args2, res))
+    try:
+        key = _key(new)
+    except ProcessError as e:
+        new_entry, err = None, ("error", e.message)
+    else:
+        new_entry, err = await _init(mgr, key, (args2, res))
     i = _at(mgr, entry)
     if i is None:
         return
@@ -335,11 +348,11 @@ async def _notify_all(mgr: _ManagerState, callback: str, event: Any) -> None:
         if _at(mgr, entry) is None:
             continue  # gone meanwhile
         m, _hid, hs = entry
-        fn = getattr(mgr.cb(m), callback, None)
-        if fn is None:
-            log.warning("gen_event handler %s has no %s; dropped %r", m, callback, event)
-            continue
         try:
+            fn = getattr(mgr.cb(m), callback, None)  # a deleted module: the handler crashes
+            if fn is None:
+                log.warning("gen_event handler %s has no %s; dropped %r", m, callback, event)
+                continue
             r = await maybe(fn(event, hs))
         except Exception as e:
             await _crashed(mgr, entry, ("EXIT", e), event)

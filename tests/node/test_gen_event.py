@@ -233,3 +233,28 @@ async def test_a_bad_handler_name_is_refused(bad: Any) -> None:
         m = await gen_event.start()
         with pytest.raises(Exception, match="module name or"):
             await gen_event.add_handler(m, bad, None)
+
+
+async def test_a_deleted_handler_module_or_a_bad_swap_removes_only_that_handler(
+    code_dir: CodeDir,
+) -> None:
+    h = code_dir.name("h")
+    gone = code_dir.name("gone")
+    code_dir.write("h", H)
+    code_dir.write("gone", H)
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        m = await gen_event.start()
+        await gen_event.add_handler(m, gone, "g")
+        await gen_event.add_handler(m, h, "keep")
+        node.code.current(h).LOG_TARGET.append(42)  # swap_handler to a bad name
+        node.code.purge(gone)
+        node.code.delete(gone)
+        (code_dir.root / f"{gone}.py").unlink()
+        await gen_event.sync_notify(m, "x")  # the handler of the deleted module crashes
+        assert await gen_event.which_handlers(m) == [h]
+        await gen_event.sync_notify(m, "swap")  # h swaps to 42: removed, manager lives on
+        assert await gen_event.which_handlers(m) == []
+        assert m in node.processes
+        r = await gen_event.add_handler(m, h, "back")
+        assert r == "ok"
