@@ -2,7 +2,8 @@
 
 The start file names the permanent release; a one-shot ``next_boot`` (reboot_old, a restart
 instruction in the middle of an install) wins once and is consumed here, so a crash during
-that boot falls back to the permanent release.
+that boot falls back to the permanent release. Before anything is read, an operation a crash
+interrupted is finished or undone (:func:`relhandler.handler.journal.recover`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from relhandler.errors import ConfigError, ReleaseError
-from relhandler.handler import store
+from relhandler.handler import journal, store
 from relhandler.release.model import AppSpec, ReleaseSpec, read_app, read_release, read_sys
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
@@ -99,6 +100,14 @@ def code_path(booted: BootedRelease) -> list[Path]:
 async def boot(node: Node, root: Path, *, release: str | None = None) -> BootedRelease:
     """Load and start ``release`` (default: from start.toml) on ``node``."""
     root = root.resolve()
+    try:
+        journal.recover(root)
+    except OSError as e:
+        raise ReleaseError(
+            f"boot: cannot finish the interrupted operation on {root}: "
+            f"{store.describe_os_error(e)}; free space or fix permissions, then start again",
+            code="io_error",
+        ) from e
     vsn = choose_release(root, release)
     booted = load_release(root, vsn)
     node.code.set_path(code_path(booted))

@@ -2,7 +2,10 @@
 make_permanent, remove, reboot_old (OTP's ``release_handler``).
 
 It keeps the node's view of the releases in memory (``current`` lives only here, as in OTP)
-and writes ``RELEASES.toml`` / ``start.toml`` through :mod:`relhandler.handler.store`.
+and writes ``RELEASES.toml`` / ``start.toml`` through :mod:`relhandler.handler.store`, every
+change under the intent journal (:mod:`relhandler.handler.journal`). Memory follows disk: the
+in-memory view is re-read from the disk after every operation, failed or not. Disk work runs
+on one worker thread, so a big unpack or remove never stalls the node.
 """
 
 from __future__ import annotations
@@ -11,20 +14,21 @@ import asyncio
 import gc
 import logging
 import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from relhandler.errors import InstallError, ReleaseError
-from relhandler.handler import store
+from relhandler.handler import journal, store
+from relhandler.handler import unpack as unpacking
 from relhandler.handler.boot import BootedRelease, code_path, load_release
 from relhandler.handler.install import Installer, InstallOptions
 from relhandler.handler.unpack import record_of
 from relhandler.release.relup import read_relup
-from relhandler.release.tarball import extract, verify_tarball
+from relhandler.release.tarball import DEFAULT_LIMITS
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
 
@@ -33,6 +37,7 @@ __all__ = ["ReleaseHandler"]
 log = logging.getLogger("relhandler.release_handler")
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 
 
 def _refuse_on(failures: list[dict[str, Any]]) -> None:
@@ -71,6 +76,8 @@ class ReleaseHandler:
             rels = rels.set_current(vsn)  # booted once (next_boot) without being permanent
         self.releases = rels
         self._purger: asyncio.Task[None] | None = None
+        self.limits = DEFAULT_LIMITS
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relhandler-disk")
 
     @property
     def current(self) -> str:
@@ -87,31 +94,60 @@ class ReleaseHandler:
             for r in self.releases.releases
         ]
 
-    def _write(self) -> None:
-        store.write_releases(self.root, self.releases)
+    # -- disk ----------------------------------------------------------------------------
+    def _view(self) -> store.Releases:
+        """The releases as the disk has them (once a pending journal is recovered), with
+        the running release marked ``current``."""
+        rels = journal.expected_releases(self.root)
+        r = rels.get(self.current)
+        if r is not None and r.status != "permanent":
+            rels = rels.set_current(self.current)
+        return rels
+
+    async def _on_disk(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the disk thread; then memory follows whatever the disk has."""
+        fut = asyncio.get_running_loop().run_in_executor(self._disk, fn)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.wait([fut])  # keep the lock until the disk work is over
+            raise
+        finally:
+            try:
+                self.releases = self._view()
+            except Exception:
+                log.exception("cannot re-read %s; keeping the view", store.releases_path(self.root))
+
+    def _commit(
+        self,
+        op: str,
+        vsn: str,
+        rels: store.Releases | None,
+        start: store.StartFile | None = None,
+        deleted: tuple[str, ...] = (),
+    ) -> None:
+        """Recover what an earlier operation left, then write ``rels``/``start`` and delete
+        ``deleted`` as one journaled change (disk thread)."""
+        what = f"{op.replace('_', '-')} {vsn}"
+        try:
+            journal.recover(self.root)
+        except OSError as e:
+            raise journal.io_error(what, e, "pending") from e
+        intent = journal.Intent(
+            op, vsn, files=tuple(journal.changes(self.root, rels, start)), deleted=deleted
+        )
+        journal.transact(self.root, what, intent)
 
     # -- unpack ------------------------------------------------------------------------------
     async def unpack(self, tarball: Path) -> dict[str, Any]:
         async with self.lock:
-            v = verify_tarball(tarball)
-            existing = self.releases.get(v.version)
-            if existing is not None:
-                sums = self.root / "releases" / v.version / "SHA256SUMS"
-                if (
-                    sums.is_file()
-                    and sums.read_bytes() == v.files[f"releases/{v.version}/SHA256SUMS"]
-                ):
-                    return {"version": v.version, "status": existing.status, "already": True}
-                raise ReleaseError(
-                    f"release {v.version} already exists with different content; give the "
-                    f"new build a new version",
-                    code="existing_release",
-                )
-            extract(v, self.root)
-            self.releases = self.releases.add_unpacked(record_of(v.release, "unpacked"))
-            self._write()
-            log.info("unpacked release %s", v.version)
-            return {"version": v.version, "status": "unpacked", "already": False}
+            u = await self._on_disk(
+                lambda: unpacking.unpack(tarball, self.root, limits=self.limits)
+            )
+            rec = self.releases.require(u.version)
+            if not u.already:
+                log.info("unpacked release %s", u.version)
+            return {"version": u.version, "status": rec.status, "already": u.already}
 
     # -- install -----------------------------------------------------------------------------
     def _script(self, vsn: str) -> tuple[list[Any], str, str]:
@@ -217,7 +253,9 @@ class ReleaseHandler:
                 return {"dry_run": True, "restart": True, "steps": inst.dry_run()}
             # the runtime beneath changed (deps or Python): boot the new release fresh
             start = store.read_start(self.root) or store.StartFile(self.current)
-            store.write_start(self.root, replace(start, next_boot=vsn))
+            await self._on_disk(
+                lambda: self._commit("install", vsn, None, replace(start, next_boot=vsn))
+            )
             self.request_restart()
             return {
                 "version": vsn,
@@ -255,10 +293,22 @@ class ReleaseHandler:
                 # new one shows as unpacked (current is never written to disk)
                 self.request_restart()
             raise
+        # memory follows disk: the release files first; if the disk refuses, the code goes
+        # back too, so the node, its view and the next boot agree
         previous = self.current
+        new_rels = self.releases.set_current(vsn)
+        restart_start = None
+        if result.restart:
+            restart_start = replace(
+                store.read_start(self.root) or store.StartFile(previous), next_boot=vsn
+            )
+        try:
+            await self._on_disk(lambda: self._commit("install", vsn, new_rels, restart_start))
+        except ReleaseError:
+            await inst.rollback()
+            raise
         self.booted = target
-        self.releases = self.releases.set_current(vsn)
-        self._write()
+        self.releases = self._view()
         self.unpurged.update(result.unpurged)
         if self.unpurged and self._purger is None:
             self._purger = asyncio.get_running_loop().create_task(self._soft_purge_loop())
@@ -282,8 +332,6 @@ class ReleaseHandler:
             (t_end - t_pre) * 1000,
         )
         if result.restart:
-            start = store.read_start(self.root) or store.StartFile(previous)
-            store.write_start(self.root, replace(start, next_boot=vsn))
             self.request_restart()
         return {
             "version": vsn,
@@ -308,9 +356,10 @@ class ReleaseHandler:
     # -- lifecycle ---------------------------------------------------------------------------
     async def make_permanent(self, vsn: str) -> dict[str, Any]:
         async with self.lock:
-            self.releases = self.releases.make_permanent(vsn)
-            self._write()
-            store.write_start(self.root, store.StartFile(vsn))
+            new = self.releases.make_permanent(vsn)
+            await self._on_disk(
+                lambda: self._commit("make_permanent", vsn, new, store.StartFile(vsn))
+            )
             for m, post in list(self.unpurged.items()):
                 if post == "brutal_purge":
                     self.node.code.purge(m)
@@ -320,24 +369,29 @@ class ReleaseHandler:
 
     async def remove(self, vsn: str) -> dict[str, Any]:
         async with self.lock:
+            pending = journal.read_journal(self.root)
+            if (
+                self.releases.get(vsn) is None
+                and pending is not None
+                and (pending.op, pending.version, pending.state) == ("remove", vsn, "committed")
+            ):
+                # an earlier remove could not delete everything: finish it
+                await self._on_disk(lambda: self._commit("remove", vsn, None))
+                libs = [d for d in pending.deleted if d.startswith("lib/")]
+                return {"version": vsn, "removed_lib_dirs": libs, "finished": True}
             rels = self.releases.remove(vsn)
             rec = self.releases.require(vsn)
             in_use = rels.lib_dirs_in_use()
-            removed = []
             dirs = [a.dir for a in rec.apps] + ([f"lib/{rec.deps}"] if rec.deps else [])
-            self.releases = rels
-            self._write()
-            for d in dirs:
-                if d not in in_use:
-                    shutil.rmtree(self.root / d, ignore_errors=True)
-                    removed.append(d)
-            shutil.rmtree(self.root / "releases" / vsn, ignore_errors=True)
+            removed = [d for d in dict.fromkeys(dirs) if d not in in_use]
+            deleted = (*removed, f"releases/{vsn}")
+            await self._on_disk(lambda: self._commit("remove", vsn, rels, deleted=deleted))
+            log.info("removed release %s", vsn)
             return {"version": vsn, "removed_lib_dirs": removed}
 
     async def reboot_old(self, vsn: str) -> dict[str, Any]:
         async with self.lock:
-            self.releases = self.releases.reboot_old(vsn)
-            self._write()
-            store.write_start(self.root, store.StartFile(vsn))
+            new = self.releases.reboot_old(vsn)
+            await self._on_disk(lambda: self._commit("reboot_old", vsn, new, store.StartFile(vsn)))
             self.request_restart()
             return {"version": vsn, "status": "permanent", "restarting": True}

@@ -2,7 +2,9 @@
 
 Both files are only ever replaced atomically (write a temp file in the same directory, fsync
 it, rename it over the old one, fsync the directory): a crash at any instant leaves either the
-old or the new file, never a torn one. Nothing else in relhandler writes them.
+old or the new file, never a torn one. An operation that changes both (make_permanent,
+reboot_old, deploy) goes through the intent journal (:mod:`relhandler.handler.journal`),
+which boot replays, so the two always agree. Nothing else in relhandler writes them.
 
 As in OTP, ``current`` is a state of the running node, not of the disk: a release installed
 but not made permanent is written as ``unpacked``, so a node that restarts boots the permanent
@@ -11,10 +13,12 @@ release and shows the other one as ``unpacked`` again (otp/semantics.md §6.1, �
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -30,10 +34,18 @@ __all__ = [
     "Releases",
     "StartFile",
     "atomic_write",
+    "describe_os_error",
+    "fsync_dir",
+    "named",
+    "parse_releases",
     "read_releases",
     "read_start",
+    "read_text",
     "releases_path",
+    "render_releases",
+    "render_start",
     "start_path",
+    "write_all",
     "write_releases",
     "write_start",
 ]
@@ -195,24 +207,72 @@ def start_path(root: Path) -> Path:
     return root / "releases" / "start.toml"
 
 
+@contextmanager
+def named(path: Path | str) -> Iterator[None]:
+    """Give an ``OSError`` raised inside without a file name (``fsync``, ``write``) ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+def describe_os_error(e: OSError) -> str:
+    """``/path: No space left on device (ENOSPC)``: the path and the OS error, one line."""
+    name = errno.errorcode.get(e.errno or 0, "")
+    what = e.strerror or str(e)
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{what}" + (f" ({name})" if name else "")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (renames, creations, deletions) durable."""
+    with named(path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Replace ``path`` atomically: temp file, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if not path.parent.is_dir():
+        with named(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fsync_dir(path.parent.parent)
+    with named(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with named(tmp):
+            try:
+                write_all(fd, text.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        with named(path):
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def read_text(path: Path) -> str | None:
+    """The text of ``path``; None when there is no such file."""
     try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -235,7 +295,19 @@ def read_releases(root: Path) -> Releases:
     path = releases_path(root)
     if not path.exists():
         return Releases()
-    data = _load(path)
+    return _parse_releases(_load(path), path)
+
+
+def parse_releases(text: str, path: Path) -> Releases:
+    """Parse the text of a ``RELEASES.toml`` (``path`` names it in errors)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e} — the file is corrupt; restore it from a backup") from e
+    return _parse_releases(data, path)
+
+
+def _parse_releases(data: dict[str, Any], path: Path) -> Releases:
     unknown = set(data) - {"release"}
     if unknown:
         raise ConfigError(
@@ -290,9 +362,14 @@ def _dump_releases(rels: Iterable[ReleaseRecord]) -> str:
     return tomli_w.dumps({"release": rows})
 
 
+def render_releases(rels: Releases) -> str:
+    """The text of ``RELEASES.toml`` for ``rels`` (``current`` stored as ``unpacked``)."""
+    return _dump_releases(rels.on_disk().releases)
+
+
 def write_releases(root: Path, rels: Releases) -> None:
     """Atomically write ``RELEASES.toml`` (``current`` stored as ``unpacked``)."""
-    atomic_write(releases_path(root), _dump_releases(rels.on_disk().releases))
+    atomic_write(releases_path(root), render_releases(rels))
 
 
 def read_start(root: Path) -> StartFile | None:
@@ -308,8 +385,14 @@ def read_start(root: Path) -> StartFile | None:
     return StartFile(_str(str(path), data, "permanent"), nb if isinstance(nb, str) else None)
 
 
-def write_start(root: Path, start: StartFile) -> None:
+def render_start(start: StartFile) -> str:
+    """The text of ``start.toml``."""
     out: dict[str, str] = {"permanent": start.permanent}
     if start.next_boot:
         out["next_boot"] = start.next_boot
-    atomic_write(start_path(root), tomli_w.dumps(out))
+    return tomli_w.dumps(out)
+
+
+def write_start(root: Path, start: StartFile) -> None:
+    """Atomically write ``start.toml`` (alone: for a change that touches only it)."""
+    atomic_write(start_path(root), render_start(start))

@@ -1,18 +1,33 @@
 """Putting a release tarball into a release root: ``deploy`` (first install, no node) and
-``unpack`` (next to a running release). Both verify everything before writing anything."""
+``unpack`` (next to a running release). Both verify everything before writing anything.
+
+The files go through a staging directory inside the root (``.unpack-*``), are fsynced with
+their directories, and complete directories are renamed into place; only then is the release
+recorded in RELEASES.toml. The whole operation runs under the intent journal
+(:mod:`relhandler.handler.journal`): a crash at any instant is undone at the next boot or
+operation, so the same unpack can simply be run again.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from relhandler.errors import ReleaseError
-from relhandler.handler import store
+from relhandler.handler import journal, store
 from relhandler.release.model import ReleaseSpec
-from relhandler.release.tarball import VerifiedTarball, extract, verify_tarball
+from relhandler.release.tarball import (
+    DEFAULT_LIMITS,
+    Limits,
+    VerifiedTarball,
+    dir_matches,
+    extract_into,
+    verify_tarball,
+)
 
-__all__ = ["Unpacked", "deploy", "record_of", "unpack"]
+__all__ = ["Unpacked", "add_release", "deploy", "record_of", "unpack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,43 +49,112 @@ def record_of(rel: ReleaseSpec, status: store.Status) -> store.ReleaseRecord:
     )
 
 
-def _same_as_installed(v: VerifiedTarball, root: Path) -> bool:
+def same_as_installed(v: VerifiedTarball, root: Path) -> bool:
+    """Is release ``v.version`` on ``root`` this very build (same SHA256SUMS)?"""
     sums = root / "releases" / v.version / "SHA256SUMS"
-    name = f"releases/{v.version}/SHA256SUMS"
-    return (
-        sums.is_file()
-        and hashlib.sha256(sums.read_bytes()).digest() == hashlib.sha256(v.files[name]).digest()
+    return sums.is_file() and sums.read_bytes() == v.sums
+
+
+def add_release(
+    v: VerifiedTarball,
+    root: Path,
+    rels: store.Releases,
+    *,
+    op: str = "unpack",
+    start: store.StartFile | None = None,
+) -> tuple[store.Releases, list[str]]:
+    """Write ``v``'s new directories into ``root`` and record ``rels`` plus the release,
+    crash-safely; returns the new releases and the directories written.
+
+    An existing identical lib dir is kept; a different one is refused."""
+    if rels.get(v.version) is not None:
+        raise ReleaseError(f"release {v.version!r} already exists", code="existing_release")
+    rel_dir = f"releases/{v.version}"
+    if os.path.lexists(root / rel_dir):
+        raise ReleaseError(
+            f"{root / rel_dir} exists but RELEASES.toml does not list it (not left by "
+            f"relhandler: move it out of the root, then {op} again)",
+            code="existing_release",
+        )
+    new_dirs = []
+    for d in v.lib_dirs():
+        target = root / d
+        if os.path.lexists(target):
+            if not dir_matches(target, v, d):
+                raise ReleaseError(
+                    f"{target} exists with different content; a lib dir is never overwritten "
+                    f"(give the changed application a new version)",
+                    code="lib_dir_conflict",
+                )
+        else:
+            new_dirs.append(d)
+    new_dirs.append(rel_dir)
+    status: store.Status = "permanent" if start is not None else "unpacked"
+    new = store.Releases((record_of(v.release, status), *rels.releases))
+
+    def prepare() -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+        extract_into(v, staging, only=new_dirs)
+        for top in ("lib", "releases"):
+            if not (root / top).is_dir():
+                (root / top).mkdir()
+                store.fsync_dir(root)
+        for d in new_dirs:
+            with store.named(root / d):
+                os.replace(staging / d, root / d)
+        for top in ("lib", "releases"):
+            store.fsync_dir(root / top)
+
+    intent = journal.Intent(
+        op,
+        v.version,
+        files=tuple(journal.changes(root, new, start)),
+        created=tuple(new_dirs),
     )
+    journal.transact(root, f"{op} {v.version}", intent, prepare)
+    return new, [str(root / d) for d in new_dirs]
 
 
-def deploy(tarball: Path, root: Path) -> Unpacked:
+def deploy(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unpacked:
     """First install on a host: the release becomes permanent and boots at ``start``."""
-    v = verify_tarball(tarball)
+    v = verify_tarball(tarball, limits=limits)
+    if not store.read_releases(root).releases and root.is_dir():
+        try:  # a deploy interrupted before: undo or finish it
+            journal.recover(root)
+        except OSError as e:
+            raise journal.io_error(f"deploy {v.version}", e, "pending") from e
     rels = store.read_releases(root)
     if rels.releases:
+        if [r.version for r in rels.releases] == [v.version] and same_as_installed(v, root):
+            return Unpacked(v.version, v.release.name, (), already=True)
         raise ReleaseError(
             f"{root} already has releases ({', '.join(r.version for r in rels.releases)}); "
             f"deploy is for a first install — use `relhandler unpack` / `upgrade` on the node",
             code="already_deployed",
         )
-    written = extract(v, root)
-    store.write_releases(root, store.Releases((record_of(v.release, "permanent"),)))
-    store.write_start(root, store.StartFile(v.version))
-    return Unpacked(v.version, v.release.name, tuple(str(p) for p in written))
+    _, written = add_release(v, root, rels, op="deploy", start=store.StartFile(v.version))
+    return Unpacked(v.version, v.release.name, tuple(written))
 
 
-def unpack(tarball: Path, root: Path) -> Unpacked:
-    """Add a release as ``unpacked``; the same tarball again is a no-op."""
-    v = verify_tarball(tarball)
+def unpack(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unpacked:
+    """Add a release as ``unpacked``; the same tarball again is a no-op.
+
+    Runs on the caller's thread (the node runs it in an executor): it recovers an
+    interrupted operation first, then reads and writes only the disk."""
+    try:
+        journal.recover(root)
+    except OSError as e:
+        raise journal.io_error(f"unpack {tarball.name}", e, "pending") from e
+    v = verify_tarball(tarball, limits=limits)
     rels = store.read_releases(root)
     if rels.get(v.version) is not None:
-        if _same_as_installed(v, root):
+        if same_as_installed(v, root):
             return Unpacked(v.version, v.release.name, (), already=True)
         raise ReleaseError(
             f"release {v.version} already exists with different content; "
             f"give the new build a new version",
             code="existing_release",
         )
-    written = extract(v, root)
-    store.write_releases(root, rels.add_unpacked(record_of(v.release, "unpacked")))
-    return Unpacked(v.version, v.release.name, tuple(str(p) for p in written))
+    _, written = add_release(v, root, rels)
+    return Unpacked(v.version, v.release.name, tuple(written))

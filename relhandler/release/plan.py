@@ -19,7 +19,7 @@ from relhandler.errors import AppupError, ConfigError, TranslationError
 from relhandler.release.appup import Appup, read_appup, select
 from relhandler.release.model import AppSpec, ReleaseSpec, read_app, read_release
 from relhandler.release.relup import AppInfo, Relup, RelupEntry, translate_scripts
-from relhandler.release.tarball import verify_tarball
+from relhandler.release.tarball import extract_into, verify_tarball
 
 __all__ = ["Plan", "ReleaseSource", "open_release", "plan_relup"]
 
@@ -65,10 +65,7 @@ def open_release(
         tmp = tempfile.TemporaryDirectory(prefix="relhandler-plan-")
         _tmpdirs.append(tmp)  # kept for the life of the process: sources read lazily
         base = Path(tmp.name)
-        for name, data in v.files.items():
-            p = base / name
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
+        extract_into(v, base, durable=False)
         root, version = base, v.version
     if root is None or version is None:
         raise ConfigError("a release is given as a release root and version, or a tarball")

@@ -5,9 +5,17 @@ The same inputs give a byte-identical file: entries sorted by path, one mtime
 (``SOURCE_DATE_EPOCH`` or a fixed epoch), uid/gid 0 with empty owner names, modes
 0644/0755, GNU format (no pax timestamps), gzip header with mtime 0 and no file name.
 
-``verify_tarball`` reads the whole archive into memory and checks every member before
-anything is written; ``extract`` then writes through a staging directory inside the root and
-renames complete directories into place, so a failure leaves the root as it was.
+``verify_tarball`` streams the archive once, in bounded memory, and checks every member
+(names, types, the member-count and size limits while reading, checksums) before anything is
+written; it keeps only the checksums and the small release metadata. ``extract_into`` streams
+it a second time into a fresh directory, checking every file against the checksums verified
+in the first pass (a tarball changed in between is refused) and fsyncing files and
+directories. Putting the result into a release root is the handler's job (``handler/unpack``).
+
+Limits (``Limits``, checked while reading, from the tar headers, before a member's data is
+read): at most 100,000 members and 2 GiB of file data once unpacked; a release's metadata
+files under ``releases/<vsn>/`` at most 16 MiB each. A gzip bomb is refused after reading at
+most the size limit, in constant memory.
 """
 
 from __future__ import annotations
@@ -17,12 +25,11 @@ import hashlib
 import io
 import os
 import posixpath
-import shutil
 import tarfile
-import tempfile
+import tomllib
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from relhandler.errors import TarballError
@@ -30,8 +37,11 @@ from relhandler.release.model import ReleaseSpec, parse_release
 
 __all__ = [
     "DEFAULT_EPOCH",
+    "DEFAULT_LIMITS",
+    "Limits",
     "VerifiedTarball",
-    "extract",
+    "dir_matches",
+    "extract_into",
     "sha256sums",
     "source_date_epoch",
     "tree_files",
@@ -40,8 +50,19 @@ __all__ = [
 ]
 
 DEFAULT_EPOCH = 315532800  # 1980-01-01, the zip epoch; any fixed value would do
-MAX_MEMBERS = 100_000
-MAX_TOTAL = 2 << 30
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a tarball may hold (checked while reading, before a member's data is read)."""
+
+    max_members: int = 100_000  # a release with a big dependency tree holds ~20,000 files
+    max_bytes: int = 2 << 30  # file data once unpacked
+    max_meta_bytes: int = 16 << 20  # each file under releases/<vsn>/ (kept in memory)
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def source_date_epoch() -> int:
@@ -117,18 +138,17 @@ def write_tarball(
 
 @dataclass(frozen=True, slots=True)
 class VerifiedTarball:
-    """A tarball whose every member passed verification, held in memory."""
+    """A tarball whose every member passed verification: its checksums, not its data."""
 
     path: Path
     version: str
     release: ReleaseSpec
-    files: dict[str, bytes]
+    digests: dict[str, str]  # every regular file -> sha256 hex
+    sums: bytes  # releases/<vsn>/SHA256SUMS
+    dirs: frozenset[str] = field(default_factory=frozenset)
 
     def lib_dirs(self) -> list[str]:
-        return sorted({"/".join(f.split("/")[:2]) for f in self.files if f.startswith("lib/")})
-
-    def file(self, rel: str) -> bytes:
-        return self.files[rel]
+        return sorted({"/".join(f.split("/")[:2]) for f in self.digests if f.startswith("lib/")})
 
 
 def _safe_name(name: str) -> str:
@@ -145,49 +165,106 @@ def _safe_name(name: str) -> str:
     return norm
 
 
-def verify_tarball(path: Path) -> VerifiedTarball:
-    """Check everything, write nothing; raises ``TarballError`` naming the member and fix."""
+def _members(
+    path: Path, tar: tarfile.TarFile, limits: Limits
+) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    """Each member, checked (name, type, limits) before its data is read."""
+    total = 0
+    n = 0
+    while True:
+        m = tar.next()
+        if m is None:
+            return
+        # tarfile keeps every TarInfo it read (not in typeshed): keep memory flat
+        tar.members.clear()  # type: ignore[attr-defined]
+        n += 1
+        if n > limits.max_members:
+            raise TarballError(
+                f"{path}: more than {limits.max_members} members; refused (a release holds "
+                f"fewer; split the dependencies out)"
+            )
+        name = _safe_name(m.name)
+        if m.issym() or m.islnk():
+            raise TarballError(
+                f"{path}: member {m.name!r} is a link; releases hold "
+                f"only regular files and directories"
+            )
+        if not (m.isdir() or m.isreg()):
+            raise TarballError(
+                f"{path}: member {m.name!r} is a device, fifo or other special file; refused"
+            )
+        if m.isreg():
+            total += m.size
+            if total > limits.max_bytes:
+                raise TarballError(
+                    f"{path}: unpacks to more than {limits.max_bytes} bytes; refused "
+                    f"(a gzip bomb, or a release too big for one tarball)"
+                )
+        yield name, m
+
+
+def _read(path: Path, tar: tarfile.TarFile, m: tarfile.TarInfo) -> Iterator[bytes]:
+    f = tar.extractfile(m)
+    assert f is not None
+    got = 0
+    while chunk := f.read(_CHUNK):
+        got += len(chunk)
+        yield chunk
+    if got != m.size:
+        raise TarballError(f"{path}: member {m.name!r} is truncated")
+
+
+def _corrupt(path: Path, e: BaseException) -> TarballError:
+    return TarballError(f"{path}: truncated or corrupt archive ({e}); rebuild or download it again")
+
+
+def verify_tarball(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> VerifiedTarball:
+    """Check everything, write nothing; raises ``TarballError`` naming the member and fix.
+
+    Streams the archive once: memory holds the checksums and the ``releases/<vsn>/``
+    metadata, never the files."""
     if not path.is_file():
         raise TarballError(f"{path}: no such file", code="no_such_file")
-    files: dict[str, bytes] = {}
-    total = 0
+    digests: dict[str, str] = {}
+    meta: dict[str, bytes] = {}
+    dirs: set[str] = set()
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
-            for n, m in enumerate(tar):
-                if n >= MAX_MEMBERS:
-                    raise TarballError(f"{path}: more than {MAX_MEMBERS} members")
-                name = _safe_name(m.name)
-                if m.issym() or m.islnk():
-                    raise TarballError(
-                        f"{path}: member {m.name!r} is a link; releases hold "
-                        f"only regular files and directories"
-                    )
+        with tarfile.open(path, mode="r|gz") as tar:
+            for name, m in _members(path, tar, limits):
+                parts = name.split("/")
+                dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
                 if m.isdir():
+                    dirs.add(name)
                     continue
-                if not m.isreg():
-                    raise TarballError(
-                        f"{path}: member {m.name!r} is a device, fifo or other "
-                        f"special file; refused"
-                    )
-                total += m.size
-                if total > MAX_TOTAL:
-                    raise TarballError(f"{path}: unpacks to more than {MAX_TOTAL} bytes")
-                fobj = tar.extractfile(m)
-                assert fobj is not None
-                data = fobj.read()
-                if len(data) != m.size:
-                    raise TarballError(f"{path}: member {m.name!r} is truncated")
-                if name in files:
+                if name in digests:
                     raise TarballError(f"{path}: member {m.name!r} appears twice")
-                files[name] = data
+                keep = name.startswith("releases/") and len(parts) == 3
+                if keep and m.size > limits.max_meta_bytes:
+                    raise TarballError(
+                        f"{path}: {name} is {m.size} bytes; release metadata is at most "
+                        f"{limits.max_meta_bytes}"
+                    )
+                h = hashlib.sha256()
+                buf = bytearray()
+                for chunk in _read(path, tar, m):
+                    h.update(chunk)
+                    if keep:
+                        buf += chunk
+                digests[name] = h.hexdigest()
+                if keep:
+                    meta[name] = bytes(buf)
     except TarballError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise _corrupt(path, e) from e
+    clash = sorted(set(digests) & dirs)
+    if clash:
         raise TarballError(
-            f"{path}: truncated or corrupt archive ({e}); rebuild or download it again"
-        ) from e
+            f"{path}: {clash[0]!r} is both a file and a directory in the tarball; refused "
+            f"(rebuild it)"
+        )
     rels = sorted(
-        {f.split("/")[1] for f in files if f.startswith("releases/") and f.count("/") >= 2}
+        {f.split("/")[1] for f in digests if f.startswith("releases/") and f.count("/") >= 2}
     )
     if len(rels) != 1:
         raise TarballError(
@@ -195,47 +272,54 @@ def verify_tarball(path: Path) -> VerifiedTarball:
         )
     vsn = rels[0]
     sums_name = f"releases/{vsn}/SHA256SUMS"
-    if sums_name not in files:
+    if sums_name not in meta:
         raise TarballError(f"{path}: no {sums_name}; not a relhandler release tarball")
     listed: dict[str, str] = {}
-    for line in files[sums_name].decode("utf-8", "replace").splitlines():
+    for line in meta[sums_name].decode("utf-8", "replace").splitlines():
         digest, sep, fname = line.partition("  ")
         if not sep:
             raise TarballError(f"{path}: malformed line in {sums_name}: {line!r}")
         listed[fname] = digest
-    for fname, data in files.items():
+    for fname, digest in sorted(digests.items()):
         if fname == sums_name:
             continue
         if fname not in listed:
             raise TarballError(
                 f"{path}: member {fname!r} is not listed in SHA256SUMS (tampered?); refused"
             )
-        if hashlib.sha256(data).hexdigest() != listed[fname]:
+        if digest != listed[fname]:
             raise TarballError(
                 f"{path}: checksum mismatch for {fname!r} (tampered or corrupt); refused"
             )
-    missing = sorted(set(listed) - set(files))
+    missing = sorted(set(listed) - set(digests))
     if missing:
         raise TarballError(f"{path}: {missing[0]!r} is listed in SHA256SUMS but missing")
     rel_toml = f"releases/{vsn}/release.toml"
-    if rel_toml not in files:
+    if rel_toml not in meta:
         raise TarballError(f"{path}: no {rel_toml}")
-    import tomllib
-
     try:
-        release = parse_release(tomllib.loads(files[rel_toml].decode()), f"{path}:{rel_toml}")
+        release = parse_release(tomllib.loads(meta[rel_toml].decode()), f"{path}:{rel_toml}")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise TarballError(f"{path}: {rel_toml} is not valid TOML: {e}") from e
     if release.version != vsn:
         raise TarballError(f"{path}: {rel_toml} says {release.version}, directory says {vsn}")
     for a in release.apps:
-        if not any(f.startswith(f"lib/{a.dir_name}/") for f in files):
+        if not any(f.startswith(f"lib/{a.dir_name}/") for f in digests):
             raise TarballError(f"{path}: application dir lib/{a.dir_name}/ is missing")
-    return VerifiedTarball(path, vsn, release, files)
+    return VerifiedTarball(path, vsn, release, digests, meta[sums_name], frozenset(dirs))
 
 
-def _dir_matches(existing: Path, files: dict[str, bytes], prefix: str) -> bool:
-    want = {f[len(prefix) + 1 :]: d for f, d in files.items() if f.startswith(prefix + "/")}
+def _file_digest(p: Path) -> str:
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_matches(existing: Path, v: VerifiedTarball, prefix: str) -> bool:
+    """Does ``existing`` hold exactly the files of ``prefix/`` in ``v`` (by checksum)?"""
+    want = {f[len(prefix) + 1 :]: d for f, d in v.digests.items() if f.startswith(prefix + "/")}
     have = {
         p.relative_to(existing).as_posix()
         for p in existing.rglob("*")
@@ -243,45 +327,82 @@ def _dir_matches(existing: Path, files: dict[str, bytes], prefix: str) -> bool:
     }
     if have != set(want):
         return False
-    return all((existing / k).read_bytes() == v for k, v in want.items())
+    return all(_file_digest(existing / k) == d for k, d in want.items())
 
 
-def extract(v: VerifiedTarball, root: Path) -> list[Path]:
-    """Write a verified release into ``root``: new lib dirs and ``releases/<vsn>/``.
-
-    An existing identical lib dir is kept; a different one is refused; an existing release
-    dir is refused. Everything is staged first, so a failure changes nothing.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    rel_dir = root / "releases" / v.version
-    if rel_dir.exists():
-        raise TarballError(f"release {v.version} already exists in {root}", code="existing_release")
-    new_libs = []
-    for d in v.lib_dirs():
-        target = root / d
-        if target.exists():
-            if not _dir_matches(target, v.files, d):
-                raise TarballError(
-                    f"{target} exists with different content; a lib dir is never overwritten "
-                    f"(give the changed application a new version)"
-                )
-        else:
-            new_libs.append(d)
-    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for f, data in v.files.items():
-            top = "/".join(f.split("/")[:2])
-            if top.startswith("lib/") and top not in new_libs:
-                continue
-            p = staging / f
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
-        written = []
-        (root / "lib").mkdir(exist_ok=True)
-        (root / "releases").mkdir(exist_ok=True)
-        for d in [*new_libs, f"releases/{v.version}"]:
-            os.replace(staging / d, root / d)
-            written.append(root / d)
-        return written
+        os.fsync(fd)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
+
+
+def extract_into(
+    v: VerifiedTarball,
+    dest: Path,
+    *,
+    only: Collection[str] | None = None,
+    durable: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
+) -> None:
+    """Write the files of ``v`` (those under the top dirs ``only``, default all) below the
+    empty directory ``dest``, each checked against the verified checksum while written.
+
+    ``durable``: fsync every file and directory written. Raises ``TarballError`` if the
+    tarball changed since it was verified, ``OSError`` if the disk refuses."""
+    made: list[Path] = []
+
+    def wanted(name: str) -> bool:
+        return only is None or "/".join(name.split("/")[:2]) in only
+
+    def mkdirs(d: Path) -> None:
+        missing = []
+        while not d.is_dir():
+            missing.append(d)
+            d = d.parent
+        for p in reversed(missing):
+            p.mkdir()
+            made.append(p)
+
+    seen = set()
+    try:
+        with tarfile.open(v.path, mode="r|gz") as tar:
+            for name, m in _members(v.path, tar, limits):
+                if m.isdir() or not wanted(name):
+                    continue
+                if name not in v.digests or name in seen:
+                    raise TarballError(f"{v.path}: changed since it was verified; unpack again")
+                seen.add(name)
+                target = dest / name
+                mkdirs(target.parent)
+                mode = 0o755 if m.mode & 0o111 else 0o644
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                h = hashlib.sha256()
+                fd = os.open(target, flags, mode)
+                try:
+                    for chunk in _read(v.path, tar, m):
+                        h.update(chunk)
+                        _write_all(fd, chunk)
+                    if durable:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if h.hexdigest() != v.digests[name]:
+                    raise TarballError(f"{v.path}: changed since it was verified; unpack again")
+    except TarballError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise _corrupt(v.path, e) from e
+    if seen != {n for n in v.digests if wanted(n)}:
+        raise TarballError(f"{v.path}: changed since it was verified; unpack again")
+    if durable:
+        for d in sorted({p.parent for p in made} | set(made) | {dest}, reverse=True):
+            _fsync_dir(d)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
