@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test lint typecheck pytest docs demo bench clean erlang
+.PHONY: setup test test-full lint typecheck pytest docs demo bench clean erlang
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ test: setup erlang lint typecheck docs pytest
 docs: setup
 	$(BIN)/python scripts/cli_reference.py --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# everything, the slow fault-injection sweeps too (`make test` runs a sample of them)
+test-full: setup erlang lint typecheck docs
+	$(BIN)/python -m pytest -q -m '' $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python -m sample_app.demo
