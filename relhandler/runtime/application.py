@@ -2,14 +2,16 @@
 
 An application is a package of managed modules plus metadata (the release layer's ``AppSpec``;
 any object with the same attributes works, so the runtime does not import the release layer).
-Its optional ``start`` callback (``"pkg.app:start"``) returns the pid of its top supervisor;
-the same module may define ``stop(state)``, ``prep_stop()`` and
-``config_change(changed, new, removed)``.
+Its optional ``start`` callback (``"pkg.app:start"``) returns the pid of its top supervisor
+(or ``("ok", pid)``, or ``("ok", pid, state)``); the same module may define ``stop(state)``
+(given that state, None if start returned none), ``prep_stop(state)`` (returns the state
+for ``stop``; ``prep_stop()`` also works) and ``config_change(changed, new, removed)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +55,7 @@ class RunningApp:
     type: str
     top: Pid | None
     watch: int | None = None
+    state: Any = None  # what start returned beside the pid (``("ok", pid, state)``)
 
 
 @dataclass(slots=True)
@@ -70,6 +73,8 @@ class AppController:
         self.running: dict[str, RunningApp] = {}
         self.order: list[str] = []  # start order
         self.on_permanent_exit = on_permanent_exit
+        # the pid the controller acts as when it signals a top supervisor (no real process)
+        self.master = Pid(0, node.node_id)
         node.apps = self
 
     # -- metadata ----------------------------------------------------------------
@@ -168,6 +173,7 @@ class AppController:
                 f"application {name!r} needs {missing[0]!r} started first", code="not_started"
             )
         top: Pid | None = None
+        app_state: Any = None
         sm = self._start_module(name)
         if sm is not None:
             mod, fun = sm
@@ -179,6 +185,8 @@ class AppController:
                     f"{e.__class__.__name__}: {e}",
                     code="start_failed",
                 ) from e
+            if isinstance(r, tuple) and len(r) == 3 and r[0] == "ok":
+                app_state = r[2]
             if isinstance(r, tuple) and len(r) >= 2 and r[0] == "ok":
                 r = r[1]
             if r is not None and not isinstance(r, Pid):
@@ -188,11 +196,15 @@ class AppController:
                     code="start_failed",
                 )
             top = r
-        ra = RunningApp(name, type, top)
+        ra = RunningApp(name, type, top, state=app_state)
         if top is not None and top in self.node.processes:
-            ra.watch = self.node.processes[top].add_watcher(
-                lambda reason: self._top_exited(name, reason)
-            )
+            tp = self.node.processes[top]
+            ra.watch = tp.add_watcher(lambda reason: self._top_exited(name, reason))
+            if getattr(tp.sys, "parent", False) is None:
+                # OTP: the application master is the top supervisor's parent; its shutdown
+                # signal (sent by stop, from the master's pid) ends the supervisor as a
+                # parent's EXIT does, while an EXIT from an unknown pid is ignored
+                tp.sys.parent = self.master
         self.running[name] = ra
         self.order.append(name)
         log.info("application %s %s started (%s)", name, spec.version, type)
@@ -204,7 +216,9 @@ class AppController:
         if ra is None:
             return
         log.error("application %s exited: %r (type %s)", name, reason, ra.type)
-        normal = reason in ("normal", "shutdown")
+        # OTP: for a transient application only `normal` is a normal exit (a top supervisor
+        # that reached its restart intensity exits with `shutdown`: abnormal)
+        normal = reason == "normal"
         fatal = ra.type == "permanent" or (ra.type == "transient" and not normal)
         if fatal and self.on_permanent_exit is not None:
             self.on_permanent_exit(name, reason)
@@ -217,14 +231,20 @@ class AppController:
         if ra is None:
             return
         sm = self._start_module(name)
+        state = ra.state
         if sm is not None and hasattr(sm[0], "prep_stop"):
-            await _maybe(sm[0].prep_stop())
+            # OTP's prep_stop(State) -> State; a prep_stop() taking nothing is also accepted
+            fn = sm[0].prep_stop
+            if _arity(fn) >= 1:
+                state = await _maybe(fn(state))
+            else:
+                await _maybe(fn())
         if ra.top is not None:
             p = self.node.processes.get(ra.top)
             if p is not None:
                 if ra.watch is not None:
                     p.remove_watcher(ra.watch)
-                self.node._signal(p, Pid(0, self.node.node_id), "shutdown", from_link=False)
+                self.node._signal(p, self.master, "shutdown", from_link=False)
                 if p.task is not None:
                     done, _ = await asyncio.wait([p.task], timeout=30)
                     if not done:
@@ -232,7 +252,7 @@ class AppController:
                         await asyncio.wait([p.task])
         if sm is not None and hasattr(sm[0], "stop"):
             try:
-                await _maybe(sm[0].stop(None))
+                await _maybe(sm[0].stop(state))
             except Exception:
                 log.exception("%s stop callback raised", name)
         log.info("application %s stopped", name)
@@ -260,6 +280,13 @@ class AppController:
                     await _maybe(sm[0].config_change(changed, added, removed))
                 except Exception:
                     log.exception("%s config_change raised", name)
+
+
+def _arity(fn: Any) -> int:
+    try:
+        return len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return 0
 
 
 async def _maybe(r: Any) -> Any:

@@ -16,6 +16,9 @@ tuples, so OTP's documentation reads across directly::
     def code_change(old_vsn, state, extra):  -> ("ok", new_state)
     def get_modules(state):                  optional, for ``dynamic`` child specs
 
+A ``timeout`` in these tuples is in seconds (an int or a float; OTP's are milliseconds),
+``None`` / ``"infinity"`` / ``"hibernate"`` for none: one unit across the Python API.
+
 Every callback is looked up on the module's *current* version at dispatch time, so loading
 a new version takes effect at the next callback, with the state as it is; ``code_change``
 is the one place where the state's shape changes. State is plain data: no hidden instance.
@@ -151,11 +154,13 @@ async def _server_main(
 
 
 def _timeout_of(r: tuple[Any, ...], idx: int) -> float | None:
+    # seconds, as everywhere in the Python API (an int too: 5 is five seconds, not OTP's
+    # milliseconds); None, "infinity" or "hibernate" for no timeout
     if len(r) > idx:
         t = r[idx]
         if t == "hibernate" or t == "infinity" or t is None:
             return None
-        return float(t) / 1000.0 if isinstance(t, int) else float(t)
+        return float(t)
     return None
 
 
@@ -398,6 +403,15 @@ async def _start(
     try:
         r = await asyncio.wait_for(asyncio.shield(ready), timeout)
     except TimeoutError as e:
+        # OTP's proc_lib:sync_start_link: unlink first, then kill, then drop an EXIT that
+        # already arrived, so a caller that catches the error does not die of the link
+        if link and me is not None:
+            me.links.discard(pid)
+            p.links.discard(me.pid)
+            srv = p.sys
+            if isinstance(srv, _ServerState):
+                srv.parent = None
+            _flush_exit(me, pid)
         node._kill(p, "kill")
         raise ProcessError(f"{mod}.init did not return within {timeout}s") from e
     finally:
@@ -405,6 +419,13 @@ async def _start(
     if r == "ignore":
         return None  # type: ignore[return-value]  # supervisors treat None as 'ignore'
     return pid
+
+
+def _flush_exit(me: Process, pid: Pid) -> None:
+    box = me.mailbox
+    for m in [m for m in box if type(m) is tuple and len(m) == 3 and m[0] == "EXIT"]:
+        if m[1] == pid:
+            box.remove(m)
 
 
 async def start_link(
@@ -416,8 +437,9 @@ async def start_link(
 ) -> Pid:
     """Start a gen_server linked to the caller; returns once ``init`` has returned.
 
-    Raises ``ProcessError`` if ``init`` stops, crashes or times out. Returns None when init
-    answers ``"ignore"``.
+    Raises ``ProcessError`` if ``init`` stops, crashes or does not return within ``timeout``
+    seconds (None: wait forever); a late child is unlinked, then killed, so a caller that
+    catches the error lives on. Returns None when init answers ``"ignore"``.
     """
     return await _start(module, args, name=name, link=True, timeout=timeout)
 

@@ -5,10 +5,12 @@ The callback module's ``init(args)`` returns ``("ok", (flags, [child_spec, ...])
 
     flags = {"strategy": "one_for_one", "intensity": 1, "period": 5}
     spec = {"id": "counter", "start": ("sample_app.counter", "start_link", []),
-            "restart": "permanent", "shutdown": 5000, "type": "worker",
+            "restart": "permanent", "shutdown": 5.0, "type": "worker",
             "modules": ["sample_app.counter"]}          # or "dynamic"
 
-Strategies ``one_for_one``, ``one_for_all``, ``rest_for_one``, ``simple_one_for_one``.
+``shutdown`` is in seconds (an int or a float), ``"brutal_kill"``, or ``None`` /
+``"infinity"`` (the default for supervisors). Strategies ``one_for_one``, ``one_for_all``,
+``rest_for_one``, ``simple_one_for_one``.
 More than ``intensity`` restarts within ``period`` seconds: the supervisor terminates its
 children and exits with ``shutdown``. The release handler reads child specs' ``modules`` to
 find which processes an upgrade of a module affects. Code change (``update M supervisor``)
@@ -28,17 +30,19 @@ from typing import Any
 
 from relhandler.errors import ProcessError
 from relhandler.runtime import gen_server
-from relhandler.runtime._kernel import Exit, Pid, current_node, current_process
+from relhandler.runtime._kernel import Pid, current_node, current_process
 from relhandler.runtime.process import trap_exit
 
 __all__ = [
     "Child",
+    "changed_state",
     "count_children",
     "delete_child",
     "get_callback_module",
     "peek_children",
     "peek_groups",
     "restart_child",
+    "snapshot",
     "start",
     "start_child",
     "start_link",
@@ -62,21 +66,22 @@ class Child:
     modules: tuple[str, ...] | str
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Spec:
     id: Any
     start: tuple[str, str, list[Any]]
     restart: str = "permanent"
-    shutdown: int | str = 5000
+    shutdown: float | str | None = 5.0
     type: str = "worker"
     modules: tuple[str, ...] | str = ()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: children are found by `is`
 class _Child:
     spec: _Spec
     pid: Pid | None = None
     args: list[Any] | None = None  # simple_one_for_one: the full argument list
+    restarting: bool = False  # a restart failed; a try_again_restart is queued (OTP)
 
 
 @dataclass(slots=True)
@@ -112,12 +117,18 @@ def _check_spec(raw: Any) -> _Spec:
         raise ProcessError(
             f"child {raw['id']!r}: invalid restart {restart!r}", code="invalid_restart_type"
         )
-    shutdown = raw.get("shutdown", 5000 if raw.get("type", "worker") == "worker" else "infinity")
+    shutdown = raw.get("shutdown", 5.0 if raw.get("type", "worker") == "worker" else None)
+    if shutdown == "infinity":
+        shutdown = None
     if not (
-        shutdown in ("brutal_kill", "infinity") or (isinstance(shutdown, int) and shutdown >= 0)
+        shutdown is None
+        or shutdown == "brutal_kill"
+        or (isinstance(shutdown, int | float) and not isinstance(shutdown, bool) and shutdown >= 0)
     ):
         raise ProcessError(
-            f"child {raw['id']!r}: invalid shutdown {shutdown!r}", code="invalid_shutdown"
+            f"child {raw['id']!r}: invalid shutdown {shutdown!r}; use seconds (a number "
+            f">= 0), 'brutal_kill', or None/'infinity'",
+            code="invalid_shutdown",
         )
     ctype = raw.get("type", "worker")
     if ctype not in ("worker", "supervisor"):
@@ -134,10 +145,19 @@ def _check_spec(raw: Any) -> _Spec:
     return _Spec(raw["id"], (str(mod), str(fun), list(args)), restart, shutdown, ctype, mods)
 
 
-def _apply_init(state: _State, result: Any) -> list[_Spec]:
-    if not (isinstance(result, tuple) and len(result) == 2 and result[0] == "ok"):
+def _parse_init(module: str, result: Any) -> tuple[str, int, float, list[_Spec]]:
+    """Check what ``init`` returned: ``(strategy, intensity, period, specs)``."""
+    if not (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and result[0] == "ok"
+        and isinstance(result[1], tuple | list)
+        and len(result[1]) == 2
+        and isinstance(result[1][0], dict)
+        and isinstance(result[1][1], list | tuple)
+    ):
         raise ProcessError(
-            f"{state.module}.init returned {result!r}; expected ('ok', (flags, specs))",
+            f"{module}.init returned {result!r}; expected ('ok', (flags, specs))",
             code="bad_return",
         )
     flags, specs = result[1]
@@ -159,8 +179,73 @@ def _apply_init(state: _State, result: Any) -> list[_Spec]:
         raise ProcessError(f"duplicate child ids in {ids!r}", code="duplicate_child_name")
     if strategy == "simple_one_for_one" and len(checked) != 1:
         raise ProcessError("simple_one_for_one needs exactly one child spec", code="bad_start_spec")
-    state.strategy, state.intensity, state.period = strategy, intensity, float(period)
-    return checked
+    return strategy, intensity, float(period), checked
+
+
+def _apply_init(state: _State, result: Any) -> list[_Spec]:
+    state.strategy, state.intensity, state.period, specs = _parse_init(state.module, result)
+    return specs
+
+
+def changed_state(state: Any, callback_module: Any) -> Any:
+    """A supervisor's ``code_change``: a *new* state from ``callback_module.init``.
+
+    OTP's rule: init is re-run with the original args; the new flags apply; specs are
+    updated by id (a running child keeps its pid), ids only in the new specs are added but
+    not started, ids no longer there are kept. ``init`` returning ``"ignore"`` changes
+    nothing. The old state is not touched (the release handler keeps it to roll back to,
+    and the preflight runs this on the live state). Returns ``("ok", new_state)``, or a
+    coroutine of it when ``init`` is ``async``; raises ``ProcessError`` on invalid specs.
+    """
+    if not isinstance(state, _State):
+        raise ProcessError(f"not a supervisor state: {type(state).__name__}")
+    r = callback_module.init(state.init_args)
+    if isinstance(r, types.CoroutineType):
+        return _changed_async(state, r)
+    return ("ok", _changed(state, r))
+
+
+async def _changed_async(state: _State, coro: Any) -> Any:
+    return ("ok", _changed(state, await coro))
+
+
+def _changed(state: _State, result: Any) -> _State:
+    if result == "ignore":
+        return state
+    strategy, intensity, period, specs = _parse_init(state.module, result)
+    if (strategy == "simple_one_for_one") != (state.strategy == "simple_one_for_one"):
+        raise ProcessError(
+            f"{state.module}: cannot change to or from simple_one_for_one in code_change",
+            code="bad_start_spec",
+        )
+    new = _State(state.module, state.init_args, strategy, intensity, period)
+    new.restarts = deque(state.restarts)
+    if strategy == "simple_one_for_one":
+        # only the one spec is replaced; the running children stay, sharing the new template
+        new.children = [_Child(specs[0])]
+        new.children.extend(
+            _Child(specs[0], c.pid, c.args, c.restarting) for c in state.children[1:]
+        )
+        return new
+    by_id = {repr(s.id): s for s in specs}
+    seen: set[str] = set()
+    for c in state.children:
+        k = repr(c.spec.id)
+        seen.add(k)
+        new.children.append(_Child(by_id.get(k, c.spec), c.pid, c.args, c.restarting))
+    new.children.extend(_Child(s) for s in specs if repr(s.id) not in seen)
+    return new
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of a supervisor state by value (flags, specs, children and their pids) for
+    the release handler's undo log; specs are immutable once checked, so they are shared."""
+    if not isinstance(state, _State):
+        return None
+    new = _State(state.module, state.init_args, state.strategy, state.intensity, state.period)
+    new.restarts = deque(state.restarts)
+    new.children = [_Child(c.spec, c.pid, c.args, c.restarting) for c in state.children]
+    return new
 
 
 def _module(mod: str) -> Any:
@@ -211,7 +296,7 @@ async def _terminate(child: _Child) -> None:
         await asyncio.wait([p.task])
         return
     node._signal(p, me.pid if me else pid, "shutdown", from_link=False)
-    timeout = None if not isinstance(shutdown, int) else shutdown / 1000.0
+    timeout = None if shutdown is None else float(shutdown)
     done, _ = await asyncio.wait([p.task], timeout=timeout)
     if not done:
         node._kill(p, "killed")
@@ -282,7 +367,9 @@ class _Callbacks:
         return ("reply", ("error", ("unknown_call", req)), state)
 
     @staticmethod
-    def handle_cast(msg: Any, state: _State) -> Any:
+    async def handle_cast(msg: Any, state: _State) -> Any:
+        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "$try_again_restart":
+            return await _try_again(state, msg[1])
         return ("noreply", state)
 
     @staticmethod
@@ -293,41 +380,16 @@ class _Callbacks:
 
     @staticmethod
     async def terminate(reason: Any, state: _State) -> None:
+        if state.strategy == "simple_one_for_one":
+            await _terminate_dynamic(state)
+            return
         for c in reversed(state.children):
-            if state.strategy == "simple_one_for_one":
-                continue
             await _terminate(c)
 
     @staticmethod
-    async def code_change(old_vsn: Any, state: _State, extra: Any) -> Any:
-        # OTP: re-run init with the original args; new flags; specs updated by id, new ids
-        # added (not started), vanished ids kept
-        result = _module(state.module).init(state.init_args)
-        if isinstance(result, types.CoroutineType):
-            result = await result
-        if result == "ignore":
-            return ("ok", state)
-        probe = _State(state.module, state.init_args)
-        specs = _apply_init(probe, result)
-        if (probe.strategy == "simple_one_for_one") != (state.strategy == "simple_one_for_one"):
-            raise ProcessError("cannot change to or from simple_one_for_one in code_change")
-        state.strategy, state.intensity, state.period = (
-            probe.strategy,
-            probe.intensity,
-            probe.period,
-        )
-        if state.strategy == "simple_one_for_one":
-            for c in state.children:
-                c.spec = specs[0]
-            return ("ok", state)
-        by_id = {repr(c.spec.id): c for c in state.children}
-        for spec in specs:
-            existing = by_id.get(repr(spec.id))
-            if existing is not None:
-                existing.spec = spec
-            else:
-                state.children.append(_Child(spec))
-        return ("ok", state)
+    def code_change(old_vsn: Any, state: _State, extra: Any) -> Any:
+        # OTP: re-run init with the original args (see changed_state)
+        return changed_state(state, _module(state.module))
 
     @staticmethod
     def get_modules(state: _State) -> list[str]:
@@ -412,6 +474,7 @@ async def _call_terminate_child(state: _State, ident: Any) -> Any:
         return ("reply", ("error", "not_found"), state)
     for c in state.children:
         if c.spec.id == ident:
+            c.restarting = False
             await _terminate(c)
             return ("reply", "ok", state)
     return ("reply", ("error", "not_found"), state)
@@ -441,48 +504,137 @@ def _should_restart(restart: str, reason: Any) -> bool:
     return not normal
 
 
+def _find(state: _State, pid: Pid) -> int | None:
+    kids = state.children
+    for i in range(len(kids) - 1, -1, -1):  # recent children first (simple_one_for_one)
+        if kids[i].pid == pid:
+            return i
+    return None
+
+
 async def _child_exited(state: _State, pid: Pid, reason: Any) -> Any:
-    idx = next((i for i, c in enumerate(state.children) if c.pid == pid), None)
-    if idx is None or (state.strategy == "simple_one_for_one" and idx == 0):
-        # not a child: a linked parent's exit means we stop too
-        raise Exit(reason)
+    idx = _find(state, pid)
+    if idx is None:
+        # OTP: an EXIT from a pid that is not a child (one already replaced or terminated by
+        # a restart in the same turn, say) is ignored; the parent's EXIT never gets here, the
+        # generic loop ends the supervisor on it
+        return ("noreply", state)
     child = state.children[idx]
     child.pid = None
     if not _should_restart(child.spec.restart, reason):
         if state.strategy == "simple_one_for_one" or child.spec.restart == "temporary":
             del state.children[idx]
         return ("noreply", state)
+    return await _restart_counted(state, child)
+
+
+def _add_restart(state: _State) -> bool:
+    """Count a restart; False when it exceeds the intensity within the period."""
     now = time.monotonic()
     state.restarts.append(now)
     while state.restarts and now - state.restarts[0] > state.period:
         state.restarts.popleft()
-    if len(state.restarts) > state.intensity:
+    return len(state.restarts) <= state.intensity
+
+
+async def _restart_counted(state: _State, child: _Child) -> Any:
+    if not _add_restart(state):
         log.error("supervisor %s: reached max restart intensity; shutting down", state.module)
+        child.restarting = False
         return ("stop", "shutdown", state)
+    child.restarting = False
     try:
-        await _restart(state, idx)
+        await _restart(state, child)
     except Exception as e:
+        # OTP's try_again_restart: mark the child restarting and retry from the mailbox,
+        # so other requests (a shutdown, say) are served in between; every retry counts
+        # against the intensity, which ends the loop if the child never starts
         log.error("supervisor %s: restart of %r failed: %r", state.module, child.spec.id, e)
-        return ("stop", "shutdown", state)
+        failed = getattr(e, "failed_child", child)
+        failed.restarting = True
+        key = failed if state.strategy == "simple_one_for_one" else ("id", repr(failed.spec.id))
+        me = current_process()
+        if me is not None:
+            me.deliver(("$gen_cast", ("$try_again_restart", key)))
     return ("noreply", state)
 
 
-async def _restart(state: _State, idx: int) -> None:
-    child = state.children[idx]
+class _StartFailed(ProcessError):
+    def __init__(self, child: _Child, cause: BaseException) -> None:
+        super().__init__(f"child {child.spec.id!r} failed to start: {cause!r}", code="start_failed")
+        self.failed_child = child
+
+
+async def _start_child_of(child: _Child, extra: Sequence[Any] = ()) -> Pid | None:
+    try:
+        return await _start_spec(child.spec, extra)
+    except Exception as e:
+        raise _StartFailed(child, e) from e
+
+
+async def _restart(state: _State, child: _Child) -> None:
     if state.strategy == "simple_one_for_one":
-        child.pid = await _start_spec(child.spec, child.args or [])
+        child.pid = await _start_child_of(child, child.args or [])
         if child.pid is None:
-            del state.children[idx]
+            state.children.remove(child)
         return
     if state.strategy == "one_for_one":
-        child.pid = await _start_spec(child.spec)
+        child.pid = await _start_child_of(child)
         return
+    idx = state.children.index(child)
     affected = state.children if state.strategy == "one_for_all" else state.children[idx:]
     for c in reversed(affected):
         if c is not child:
             await _terminate(c)
     for c in affected:
-        c.pid = await _start_spec(c.spec)
+        c.restarting = False
+    for c in affected:
+        c.pid = await _start_child_of(c)
+
+
+async def _try_again(state: _State, key: Any) -> Any:
+    if isinstance(key, _Child):
+        child = key if key.restarting and any(c is key for c in state.children) else None
+    else:
+        child = next(
+            (c for c in state.children if c.restarting and ("id", repr(c.spec.id)) == key), None
+        )
+    if child is None:
+        return ("noreply", state)  # terminated or restarted meanwhile
+    return await _restart_counted(state, child)
+
+
+async def _terminate_dynamic(state: _State) -> None:
+    """OTP's terminate_dynamic_children: every child gets the shutdown signal at once, then
+    all are waited for up to the spec's shutdown, and those still alive are killed."""
+    node = current_node()
+    me = current_process()
+    spec = state.children[0].spec
+    procs = []
+    for c in state.children[1:]:
+        p = node.processes.get(c.pid) if c.pid is not None else None
+        c.pid = None
+        if p is None or p.task is None:
+            continue
+        if me is not None:
+            me.links.discard(p.pid)
+            p.links.discard(me.pid)
+        if spec.shutdown == "brutal_kill":
+            node._kill(p, "killed")
+        else:
+            node._signal(p, me.pid if me else p.pid, "shutdown", from_link=False)
+        procs.append(p)
+    del state.children[1:]
+    tasks = [p.task for p in procs if p.task is not None and not p.task.done()]
+    if not tasks:
+        return
+    timeout = None if spec.shutdown in (None, "brutal_kill") else float(spec.shutdown)
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    if pending:
+        for p in procs:
+            if p.alive:
+                node._kill(p, "killed")
+        await asyncio.wait(pending)
 
 
 # -- client API ----------------------------------------------------------------------

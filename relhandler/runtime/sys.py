@@ -159,6 +159,17 @@ class SysState:
             return self.status()
         if op == "get_modules":
             return self.modules()
+        if op == "suspend":
+            # OTP's sys:suspend is a system message: it takes effect after the messages
+            # queued before it, which old code handles on the state they were sent against
+            if not self.suspended:
+                self._mark_suspended()
+            return None
+        if op == "resume":
+            if self.suspended:
+                self.suspended = False
+                self.resumed_at = time.perf_counter()
+            return None
         if op == "change_code":
             if not self.suspended:
                 raise SysError(
@@ -212,10 +223,13 @@ class SuspendResult:
 async def suspend_many(pids: Iterable[Pid], timeout: float | None = 5.0) -> SuspendResult:
     """Suspend behaviour processes in one pass.
 
-    A process between callbacks is marked suspended at once (no round trip); one inside a
-    callback suspends itself when the callback returns, waited for up to ``timeout``. A
-    process that does not make it in time, is dead, or has no sys protocol is skipped
-    (as OTP's release handler does), and its pending suspend is withdrawn.
+    A process between callbacks with nothing in its mailbox is marked suspended at once
+    (no round trip: a suspend message would be the next thing it reads). Any other gets a
+    suspend request queued behind its messages, as OTP's ``sys:suspend`` is a system message
+    in mailbox order: the messages sent before the suspend are handled (by the old code)
+    first. It is waited for up to ``timeout``; a process that does not make it in time, is
+    dead, or has no sys protocol is skipped (as OTP's release handler does), and its
+    pending suspend is withdrawn.
     """
     node = current_node()
     done: list[Pid] = []
@@ -234,24 +248,19 @@ async def suspend_many(pids: Iterable[Pid], timeout: float | None = 5.0) -> Susp
         if s.suspended:
             done.append(pid)
             continue
-        if not s.in_callback:
+        if not s.in_callback and not p.mailbox:
             s.suspended = True
             s.suspended_at = now
             done.append(pid)
             continue
-        fut = node.loop.create_future()
-        s.suspend_requested = True
-        s._suspend_waiter = fut
-        waiting.append((s, fut))
+        waiting.append((s, s.request("suspend", None)))
     if waiting:
         await asyncio.wait([f for _, f in waiting], timeout=timeout)
         for s, fut in waiting:
-            if fut.done() and s.proc.alive:
+            if fut.done() and not fut.cancelled() and fut.exception() is None and s.proc.alive:
                 done.append(s.proc.pid)
             else:
-                s.suspend_requested = False
-                s._suspend_waiter = None
-                fut.cancel()
+                fut.cancel()  # withdrawn: the loop skips a request whose future is done
                 skipped.append((s.proc.pid, "timeout" if s.proc.alive else "noproc"))
     return SuspendResult(tuple(done), tuple(skipped))
 
@@ -264,14 +273,21 @@ async def change_code_many(
     timeout: float | None = None,
     *,
     before: dict[Pid, Any] | None = None,
+    copy: Callable[[Any], Any] | None = None,
 ) -> list[tuple[Pid, BaseException]]:
-    """Run ``code_change`` for each suspended process in one pass.
+    """Run ``code_change`` for each suspended process in one pass, in the process.
 
-    A process whose ``code_change`` raises keeps its old state; the errors are returned.
-    Processes that are gone are skipped. ``before`` (the release handler's undo log)
-    receives each process's state as it was before its first code change.
+    The callback runs in the process's own context (``self_pid()`` and
+    ``current_process()`` are the process, as in OTP, where it runs in the process); an
+    ``async`` one runs as a task in that context. A process whose ``code_change`` raises
+    keeps its old state; the errors are returned. Processes that are gone are skipped.
+    ``before`` (the release handler's undo log) receives, for each process's first code
+    change, ``copy(state)`` taken *before* the callback runs (so a callback that mutates
+    the state in place, and then fails or not, can be undone), or the state itself when
+    ``copy`` is None.
     """
     node = current_node()
+    loop = node.loop
     errors: list[tuple[Pid, BaseException]] = []
     for pid in pids:
         p = node.processes.get(pid)
@@ -281,15 +297,21 @@ async def change_code_many(
         if not isinstance(s, SysState) or not s.suspended:
             errors.append((pid, SysError(f"{pid} is not suspended; change_code refused")))
             continue
+        if before is not None and pid not in before:
+            before[pid] = s.state if copy is None else copy(s.state)
+        ctx = p.ctx
         try:
-            new = s.system_code_change(module, old_vsn, extra)
+            if ctx is None:
+                new = s.system_code_change(module, old_vsn, extra)
+            else:
+                new = ctx.run(s.system_code_change, module, old_vsn, extra)
             if isinstance(new, CoroutineType):  # an async code_change
-                new = await asyncio.wait_for(new, timeout)
+                new = await asyncio.wait_for(
+                    loop.create_task(new, context=ctx) if ctx is not None else new, timeout
+                )
         except Exception as e:
             errors.append((pid, e))
             continue
-        if before is not None and pid not in before:
-            before[pid] = s.state
         s.state = new
     return errors
 
@@ -349,10 +371,10 @@ async def suspend(pid: Pid | str, timeout: float | None = 5.0) -> None:
 
 
 async def resume(pid: Pid | str, timeout: float | None = 5.0) -> None:
-    """Resume one process."""
-    node = current_node()
-    s = _sys_of(node, pid)
-    resume_many([s.proc.pid])
+    """Resume one process: a system request it answers within ``timeout`` seconds (a
+    suspended process takes it at once; one that is not suspended answers it in mailbox
+    order, so a busy one raises ``SysError(code="sys_timeout")``, as OTP's does)."""
+    await _request(pid, "resume", None, timeout)
 
 
 async def change_code(

@@ -203,7 +203,7 @@ async def test_dependency_cycle_is_an_error(apps: Apps) -> None:
         pytest.param("permanent", "normal", True, id="permanent-normal"),
         pytest.param("permanent", "crash", True, id="permanent-crash"),
         pytest.param("transient", "normal", False, id="transient-normal"),
-        pytest.param("transient", "shutdown", False, id="transient-shutdown"),
+        pytest.param("transient", "shutdown", True, id="transient-shutdown"),  # OTP
         pytest.param("transient", "crash", True, id="transient-crash"),
         pytest.param("temporary", "crash", False, id="temporary-crash"),
     ],

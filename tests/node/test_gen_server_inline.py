@@ -39,7 +39,7 @@ def handle_call(req, from_, state):
     if req == "stop":
         return ("stop", "normal", "bye", state)
     if req == "with_timeout":
-        return ("reply", "armed", state, 20)
+        return ("reply", "armed", state, 0.02)
     if req == "timeouts":
         return ("reply", state["timeouts"], state)
     if req == "later":
@@ -59,7 +59,7 @@ def handle_call(req, from_, state):
         CV.set("server")
         return ("reply", CV.get(), state)
     if req == "arm":
-        return ("reply", "armed", state, 300)
+        return ("reply", "armed", state, 0.3)
     return ("reply", None, state)
 
 async def _rest(state):

@@ -171,12 +171,12 @@ async def test_supervisor_code_change_reruns_init_and_updates_specs_by_id(
     w = code_dir.name("w")
     s = code_dir.name("s")
     code_dir.write("w", WORKER)
-    code_dir.write("s", SUP_V.format(v=1, ids=["a", "b"], intensity=1, shutdown=100))
+    code_dir.write("s", SUP_V.format(v=1, ids=["a", "b"], intensity=1, shutdown=0.1))
     async with Node() as node:
         node.code.set_path([code_dir.root])
         sup = await supervisor.start(s, w)
         before = {c.id: c.pid for c in await supervisor.which_children(sup)}
-        code_dir.write("s", SUP_V.format(v=2, ids=["b", "c"], intensity=7, shutdown=300))
+        code_dir.write("s", SUP_V.format(v=2, ids=["b", "c"], intensity=7, shutdown=0.3))
         node.code.load(s)
         await sys.suspend(sup)
         await sys.change_code(sup, s, "1", None)
