@@ -26,6 +26,7 @@ from relhandler.errors import InstallError, RelhandlerError
 from relhandler.release._systools_rc import RcError, check_op
 from relhandler.release.relup import describe_reason
 from relhandler.runtime import Node, Pid
+from relhandler.runtime import supervisor as rsup
 from relhandler.runtime import sys as rsys
 from relhandler.runtime.application import AppController
 from relhandler.runtime.code import Prepared, Snapshot
@@ -158,7 +159,8 @@ class _Undo:
     path: list[Path] = field(default_factory=list)
     specs: dict[str, Any] = field(default_factory=dict)
     env: dict[str, dict[str, Any]] = field(default_factory=dict)
-    states: dict[Pid, Any] = field(default_factory=dict)
+    states: dict[Pid, Any] = field(default_factory=dict)  # by value, before code_change
+    sups: dict[Pid, Any] | None = None  # supervisor snapshots, taken before the first step
     suspended: dict[Pid, None] = field(default_factory=dict)  # an ordered set
     started_apps: list[str] = field(default_factory=list)
     stopped_apps: list[tuple[str, str]] = field(default_factory=list)
@@ -290,6 +292,17 @@ class Installer:
         scratch: dict[str, types.ModuleType] = {}
         loaded_before: set[str] = set()
         index = _process_index(self.node)
+
+        def code_of(m: str) -> Any:
+            """The code of ``m`` a code_change at this point of the script runs: the new
+            (prepared, scratch) code once the script has loaded it, else the current."""
+            if m in loaded_before and m in self.prepared:
+                sm = scratch.get(m)
+                if sm is None:
+                    sm = scratch[m] = _scratch_module(self.prepared[m])
+                return sm
+            return code.current(m) if code.is_loaded(m) else None
+
         for k, i in enumerate(self.terms):
             tag = _tag(i)
             if tag == "load":
@@ -299,25 +312,19 @@ class Installer:
             mode = i[1] if len(i) == 3 else "up"
             for mod, extra in i[-1]:
                 pids = index.get(mod, [])
-                if mod in loaded_before and mod in self.prepared:
-                    fn_mod = scratch.get(mod)
-                    if fn_mod is None:
-                        try:
-                            fn_mod = _scratch_module(self.prepared[mod])
-                        except Exception as e:
-                            failures.append(
-                                {
-                                    "instruction": k,
-                                    "module": mod,
-                                    "pid": "-",
-                                    "error": f"new code of {mod} raised while "
-                                    f"loading: {type(e).__name__}: {e}",
-                                }
-                            )
-                            continue
-                        scratch[mod] = fn_mod
-                else:
-                    fn_mod = code.current(mod) if code.is_loaded(mod) else None
+                try:
+                    fn_mod = code_of(mod)
+                except Exception as e:
+                    failures.append(
+                        {
+                            "instruction": k,
+                            "module": mod,
+                            "pid": "-",
+                            "error": f"new code of {mod} raised while "
+                            f"loading: {type(e).__name__}: {e}",
+                        }
+                    )
+                    continue
                 if fn_mod is None:
                     continue
                 vsn = self._code_change_vsn(mode, mod, before_load=mod not in loaded_before)
@@ -330,9 +337,23 @@ class Installer:
                     if p is None or not isinstance(p.sys, rsys.SysState):
                         continue
                     try:
+                        cb = fn_mod
+                        if p.behaviour == "supervisor":
+                            # OTP: a supervisor's own code_change re-runs *its callback
+                            # module's* init (the one loaded by then: the new code up, the
+                            # old code down); it never mutates the state, so no copy
+                            cm = p.sys.module
+                            cb = fn_mod if cm == mod else code_of(cm)
+                            state = p.sys.state
+                        else:
+                            state = trial_copy(p.sys.state)
                         # the behaviour knows its code_change contract (gen_statem: state
-                        # and data; gen_event: each handler of the module)
-                        r = p.sys.code_change_with(fn_mod, mod, vsn, trial_copy(p.sys.state), extra)
+                        # and data; gen_event: each handler of the module); it runs in the
+                        # process's context (a copy: the preflight may run off the loop)
+                        ctx = p.ctx.copy() if p.ctx is not None else None
+                        args = (cb, mod, vsn, state, extra)
+                        f = p.sys.code_change_with
+                        r = f(*args) if ctx is None else ctx.run(f, *args)
                         if isinstance(r, types.CoroutineType):
                             r.close()  # async code_change: not run by the preflight
                             continue
@@ -375,6 +396,7 @@ class Installer:
         for the whole install): a full pass over a big node costs tens of ms."""
         _, after = self._split()
         offset = len(self.terms) - len(after)
+        self._snap_sups()
         for n, i in enumerate(after):
             k = offset + n
             t0 = time.perf_counter()
@@ -465,6 +487,19 @@ class Installer:
         else:  # pragma: no cover - check() refused it already
             raise InstallError(f"illegal instruction {_text(i)}")
 
+    def _snap_sups(self) -> None:
+        """Every supervisor's flags, specs and children, by value, for the rollback (specs
+        changed by a code_change, children started or stopped by the script)."""
+        if self.undo.sups is not None:
+            return
+        sups: dict[Pid, Any] = {}
+        for pid in _supervisors(self.node):
+            p = self.node.processes.get(pid)
+            snap = rsup.snapshot(p.sys.state) if p is not None and p.sys is not None else None
+            if snap is not None:
+                sups[pid] = snap
+        self.undo.sups = sups
+
     def _snap(self) -> None:
         if self.undo.snapshot is None:
             self.undo.snapshot = self.node.code.snapshot()
@@ -522,7 +557,13 @@ class Installer:
             return
         vsn = self._code_change_vsn(mode, mod, before_load=mod not in self.old_vsn)
         errors = await rsys.change_code_many(
-            pids, mod, vsn, extra, self.opts.code_change_timeout, before=self.undo.states
+            pids,
+            mod,
+            vsn,
+            extra,
+            self.opts.code_change_timeout,
+            before=self.undo.states,
+            copy=_undo_copy,
         )
         if errors:
             pid, err = errors[0]
@@ -551,6 +592,9 @@ class Installer:
             elif fun != "load":
                 raise InstallError(f"unknown application function {fun!r}")
             return
+        if mod == "supervisor":
+            await self._apply_supervisor(fun, list(args))
+            return
         code = self.node.code
         target = (
             code.current(mod)
@@ -560,6 +604,26 @@ class Installer:
         r = getattr(target, fun)(*args)
         if isinstance(r, types.CoroutineType):
             await r
+
+    async def _apply_supervisor(self, fun: str, args: list[Any]) -> None:
+        """The appup cookbook's ``apply supervisor:F(Sup, ...)``; ``Sup`` is a registered
+        name, or the callback module of exactly one running supervisor."""
+        if fun not in ("restart_child", "terminate_child", "delete_child", "start_child"):
+            raise InstallError(
+                f"apply supervisor:{fun}: use restart_child, terminate_child, delete_child "
+                f"or start_child",
+                code="apply_failed",
+            )
+        if len(args) != 2:
+            raise InstallError(f"apply supervisor:{fun} takes [supervisor, id], got {args!r}")
+        sup = _resolve_supervisor(self.node, args[0])
+        r = await getattr(rsup, fun)(sup, args[1])
+        ok = r == "ok" or (isinstance(r, tuple) and r[0] == "ok")
+        if not ok:
+            raise InstallError(
+                f"apply supervisor:{fun}({args[0]!r}, {args[1]!r}) returned {r!r}",
+                code="apply_failed",
+            )
 
     async def _stop(self, mods: list[str]) -> None:
         from relhandler.runtime import supervisor
@@ -595,6 +659,17 @@ class Installer:
             self.node.code.restore(u.snapshot)
         if u.path:
             self.node.code.set_path(u.path)
+        # supervisors first (they read which children run now), then the other states;
+        # a supervisor's state is never assigned directly (its children are reconciled)
+        sups = dict(u.sups or {})
+        for pid, st in u.states.items():
+            if pid not in sups and rsup.snapshot(st) is not None:
+                sups[pid] = st
+        for pid, snap in sups.items():
+            try:
+                await rsup.restore(pid, snap)
+            except Exception:
+                log.exception("rollback: restoring supervisor %s failed", pid)
         if isinstance(apps, AppController) and u.specs:
             for name in list(apps.loaded):
                 if name not in u.specs:
@@ -603,6 +678,8 @@ class Installer:
                 apps.load(spec)
                 apps.loaded[name].env = u.env[name]
         for pid, state in u.states.items():
+            if pid in sups:
+                continue
             p = self.node.processes.get(pid)
             if p is not None and isinstance(p.sys, rsys.SysState):
                 p.sys.state = state
@@ -612,6 +689,58 @@ class Installer:
         rsys.resume_many(list(u.suspended))
         u.suspended = {}
         log.info("rollback complete: code, %d process states and app specs restored", len(u.states))
+
+
+def _supervisors(node: Node) -> list[Pid]:
+    """Every supervisor in the running applications' trees, top ones first."""
+    out: dict[Pid, None] = {}
+    apps = node.apps
+    if not isinstance(apps, AppController):
+        return []
+
+    def walk(sup: Pid) -> None:
+        out[sup] = None
+        for _cid, typ, _mods, pids in peek_groups(sup):
+            if typ == "supervisor":
+                for pid in pids:
+                    p = node.processes.get(pid)
+                    if p is not None and p.behaviour == "supervisor":
+                        walk(pid)
+
+    for name in list(apps.order):
+        top = apps.top_supervisor(name)
+        p = node.processes.get(top) if top is not None else None
+        if p is not None and p.behaviour == "supervisor":
+            walk(p.pid)
+    return list(out)
+
+
+def _resolve_supervisor(node: Node, ref: Any) -> Pid | str:
+    if isinstance(ref, Pid) or not isinstance(ref, str) or node.whereis(ref) is not None:
+        return ref  # type: ignore[no-any-return]
+    found = [
+        pid
+        for pid in _supervisors(node)
+        if (p := node.processes.get(pid)) is not None and getattr(p.sys, "module", None) == ref
+    ]
+    if len(found) != 1:
+        raise InstallError(
+            f"no supervisor registered as {ref!r}"
+            + (
+                f", and {len(found)} run {ref} as their callback module"
+                if found
+                else " or running it as its callback module"
+            ),
+            code="apply_failed",
+        )
+    return found[0]
+
+
+def _undo_copy(state: Any) -> Any:
+    """The undo log's copy of a state, taken before its code_change: a supervisor's by
+    value with its children (supervisor.snapshot), anything else as the preflight copies."""
+    snap = rsup.snapshot(state)
+    return snap if snap is not None else trial_copy(state)
 
 
 def _module_file(base: Path, mod: str) -> Path | None:

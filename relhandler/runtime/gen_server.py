@@ -90,6 +90,13 @@ class _ServerState(SysState):
             return _finish_code_change(r, self.module)
         return _code_change_result(r, self.module)
 
+    def code_change_with(self, cb: Any, module: str, old_vsn: Any, state: Any, extra: Any) -> Any:
+        # a runtime-internal behaviour (the supervisor) has its own code_change contract
+        fn = getattr(self.callbacks, "code_change_with", None)
+        if fn is not None:
+            return fn(cb, module, old_vsn, state, extra)
+        return super().code_change_with(cb, module, old_vsn, state, extra)
+
     def modules(self) -> list[str]:
         fn = getattr(self.cb(), "get_modules", None)
         if fn is not None:

@@ -42,6 +42,7 @@ __all__ = [
     "peek_children",
     "peek_groups",
     "restart_child",
+    "restore",
     "snapshot",
     "start",
     "start_child",
@@ -205,6 +206,10 @@ def changed_state(state: Any, callback_module: Any) -> Any:
     return ("ok", _changed(state, r))
 
 
+async def _second(coro: Any) -> Any:
+    return (await coro)[1]
+
+
 async def _changed_async(state: _State, coro: Any) -> Any:
     return ("ok", _changed(state, await coro))
 
@@ -239,12 +244,17 @@ def _changed(state: _State, result: Any) -> _State:
 
 def snapshot(state: Any) -> Any:
     """A copy of a supervisor state by value (flags, specs, children and their pids) for
-    the release handler's undo log; specs are immutable once checked, so they are shared."""
+    the release handler's undo log (see :func:`restore`); specs are immutable once checked,
+    so they are shared. For ``simple_one_for_one`` only the spec and flags (its 100,000
+    children are not recorded); None for anything but a supervisor state."""
     if not isinstance(state, _State):
         return None
     new = _State(state.module, state.init_args, state.strategy, state.intensity, state.period)
     new.restarts = deque(state.restarts)
-    new.children = [_Child(c.spec, c.pid, c.args, c.restarting) for c in state.children]
+    if state.strategy == "simple_one_for_one":
+        new.children = [_Child(state.children[0].spec)]  # the running children are not undone
+    else:
+        new.children = [_Child(c.spec, c.pid, c.args, c.restarting) for c in state.children]
     return new
 
 
@@ -392,6 +402,16 @@ class _Callbacks:
         return changed_state(state, _module(state.module))
 
     @staticmethod
+    def code_change_with(cb: Any, module: str, old_vsn: Any, state: Any, extra: Any) -> Any:
+        # the preflight's form: ``cb`` is the callback module's code to run init from
+        if cb is None:
+            raise ProcessError(f"{module}: the supervisor's callback module is not loaded")
+        r = changed_state(state, cb)
+        if isinstance(r, types.CoroutineType):
+            return _second(r)
+        return r[1]
+
+    @staticmethod
     def get_modules(state: _State) -> list[str]:
         return [state.module]
 
@@ -427,6 +447,53 @@ def peek_groups(pid: Pid) -> list[tuple[Any, str, tuple[str, ...] | str, list[Pi
         pids = [c.pid for c in state.children[1:] if c.pid]
         return [("undefined", spec.type, spec.modules, pids)]
     return [(c.spec.id, c.spec.type, c.spec.modules, [c.pid]) for c in state.children if c.pid]
+
+
+async def restore(pid: Pid, snap: Any) -> None:
+    """Put a supervisor back as :func:`snapshot` recorded it (the release handler's rollback):
+    its flags and specs by value; children the script started (ids not in the snapshot)
+    terminated; children that ran then and are stopped now started again from their spec.
+    A child running now under an id of the snapshot keeps running (it may have been
+    restarted, with a new pid, meanwhile). ``simple_one_for_one``: the spec and flags are
+    put back, the running children are kept. Children are started and terminated in the
+    supervisor's own context, so links are as if the supervisor had done it."""
+    node = current_node()
+    p = node.processes.get(pid)
+    sv = p.sys if p is not None else None
+    if sv is None or not isinstance(sv.state, _State) or not isinstance(snap, _State):
+        return
+    cur: _State = sv.state
+    ctx = p.ctx if p is not None else None
+
+    async def in_sup(coro: Any) -> Any:
+        if ctx is None:
+            return await coro
+        return await node.loop.create_task(coro, context=ctx)
+
+    new = _State(snap.module, snap.init_args, snap.strategy, snap.intensity, snap.period)
+    new.restarts = deque(cur.restarts)
+    if snap.strategy == "simple_one_for_one":
+        tmpl = snap.children[0].spec
+        new.children = [_Child(tmpl)]
+        if cur.strategy == "simple_one_for_one":
+            new.children.extend(_Child(tmpl, c.pid, c.args) for c in cur.children[1:])
+        sv.state = new
+        return
+    now = {repr(c.spec.id): c for c in cur.children}
+    was = {repr(c.spec.id) for c in snap.children}
+    for c in reversed(cur.children):
+        if repr(c.spec.id) not in was and c.pid is not None:
+            await in_sup(_terminate(c))
+    for sc in snap.children:
+        running = now.get(repr(sc.spec.id))
+        new.children.append(_Child(sc.spec, running.pid if running else None, sc.args))
+    sv.state = new
+    for c, sc in zip(new.children, snap.children, strict=True):
+        if c.pid is None and sc.pid is not None:
+            try:
+                c.pid = await in_sup(_start_spec(c.spec))
+            except Exception:
+                log.exception("rollback: restarting child %r of %s failed", c.spec.id, pid)
 
 
 def _which(state: _State) -> list[Child]:
