@@ -14,7 +14,7 @@ from relhandler.cli._app import app
 from relhandler.cli._node import JsonOpt
 from relhandler.cli._output import command, console, emit, err_console
 from relhandler.errors import ConfigError, RelhandlerError, UsageError
-from relhandler.release.appup import read_appup
+from relhandler.release.appup import Appup, read_appup, select
 from relhandler.release.appup_gen import generate_appup, render_appup
 from relhandler.release.build import release_dirs, write_release_files
 from relhandler.release.plan import ReleaseSource, open_release, plan_relup
@@ -139,6 +139,46 @@ def appup_generate(
     emit(docs, json_out=json_out, human=human)
 
 
+def _releases_in(root: Path) -> set[str]:
+    d = root / "releases"
+    return {p.name for p in d.glob("*") if (p / "release.toml").is_file()} if d.is_dir() else set()
+
+
+_MOD_INSTR = ("update", "load_module", "add_module", "delete_module")
+
+
+def _appup_coverage(
+    new: ReleaseSource, old: ReleaseSource, appups: dict[str, Appup], out: list[str]
+) -> None:
+    """A module changed between ``old`` and ``new`` that the app's appup entry for the old
+    version has no instruction for (or an app with no appup entry at all)."""
+    for name, spec in new.apps.items():
+        oa = old.apps.get(name)
+        if oa is None or oa.version == spec.version:
+            continue
+        a = appups.get(name)
+        entry = select(a.up, oa.version) if a is not None else None
+        if entry is None:
+            out.append(
+                f"{name} {oa.version}→{spec.version}: its appup has no [[up]] entry for "
+                f"{oa.version}; write one (`relhandler appup generate --from {old.version} "
+                f"--to {new.version} --app {name}`)"
+            )
+            continue
+        named = {
+            str(i[1])
+            for i in entry.instructions
+            if isinstance(i, list) and len(i) > 1 and i[0] in _MOD_INSTR
+        }
+        gen = generate_appup(oa, old.lib_dir(name), spec, new.lib_dir(name))
+        for instr in gen["up"][0]["instructions"]:
+            if instr[0] in _MOD_INSTR and instr[1] not in named:
+                out.append(
+                    f"{name} {oa.version}→{spec.version}: module {instr[1]!r} changed but "
+                    f"the appup's [[up]] entry for {oa.version} has no instruction for it"
+                )
+
+
 @app.command()
 @command
 def check(
@@ -149,7 +189,17 @@ def check(
         str | None, typer.Option("--vsn", help="The release version to check.")
     ] = None,
     rel_dir: Annotated[Path | None, typer.Option(help="Built release root.")] = None,
-    strict: Annotated[bool, typer.Option(help="Uncovered changes are errors.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Uncovered changes are errors: a changed module its appup or the relup "
+            "misses, an upgrade path (an appup entry, a --from) with no relup."
+        ),
+    ] = False,
+    from_: Annotated[
+        list[str] | None,
+        typer.Option("--from", help="An old version the release must upgrade from (repeatable)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate a release: apps, appups, relup, coverage of changed modules; print the plan.
@@ -170,6 +220,7 @@ def check(
     else:
         raise UsageError("give a TARBALL, or --vsn VSN (with --rel-dir)")
     owners: dict[str, str] = {}
+    appups: dict[str, Appup] = {}
     for name, spec in new.apps.items():
         for m in spec.modules:
             if m in owners:
@@ -179,6 +230,7 @@ def check(
         if appup_path.exists():
             try:
                 a = read_appup(appup_path)
+                appups[name] = a
                 if a.version != spec.version:
                     warnings.append(
                         f"{appup_path}: version {a.version} ≠ app version {spec.version}"
@@ -192,12 +244,46 @@ def check(
             relup_doc = read_relup(relup_path)
         except RelhandlerError as err:
             problems.append(err.message)
+    uncovered = problems if strict else warnings
+    relup_from = {e.vsn for e in relup_doc.up} if relup_doc is not None else set()
+    for vsn in from_ or []:
+        if vsn not in relup_from:
+            uncovered.append(
+                f"no relup from {vsn}: {relup_path} has no [[up]] entry for it; run "
+                f"`relhandler relup --to {version} --from {vsn}`"
+            )
+    # every release in the root whose app versions the appups declare an upgrade from is a
+    # declared upgrade path: it needs its relup entry
+    for vsn in sorted(_releases_in(root) - {version} - relup_from - set(from_ or [])):
+        try:
+            other = open_release(root=root, version=vsn)
+        except RelhandlerError:
+            continue
+        for name, a in appups.items():
+            oa = other.apps.get(name)
+            spec = new.apps[name]
+            if oa is None or oa.version == spec.version or select(a.up, oa.version) is None:
+                continue
+            uncovered.append(
+                f"{name}'s appup declares an upgrade from {oa.version} (release {vsn}) but "
+                f"{relup_path} has no entry up from {vsn}; run "
+                f"`relhandler relup --to {version} --from {vsn}`"
+            )
+            break
+    for vsn in sorted(relup_from | set(from_ or [])):
+        try:
+            old = open_release(root=root, version=vsn)
+        except ConfigError:
+            (problems if vsn in (from_ or []) else warnings).append(
+                f"release {vsn} is not in {root}; coverage not checked"
+            )
+            continue
+        _appup_coverage(new, old, appups, uncovered)
     if relup_doc is not None:
         for e in relup_doc.up:
             try:
                 old = open_release(root=root, version=e.vsn)
             except ConfigError:
-                warnings.append(f"release {e.vsn} is not in {root}; coverage not checked")
                 continue
             named = {
                 str(i[1])
@@ -210,12 +296,12 @@ def check(
                     continue
                 gen = generate_appup(oa, old.lib_dir(name), spec, new.lib_dir(name))
                 for instr in gen["up"][0]["instructions"]:
-                    if instr[1] not in named:
+                    if instr[0] in _MOD_INSTR and instr[1] not in named:
                         msg = (
                             f"{name} {oa.version}→{spec.version}: module {instr[1]!r} "
                             f"changed but no relup instruction loads or removes it"
                         )
-                        (problems if strict else warnings).append(msg)
+                        uncovered.append(msg)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}")
     result = {

@@ -1,8 +1,10 @@
 """``relhandler appup generate``: a starting appup from two versions of an application.
 
 Rules (releases.md): a changed module becomes ``update`` with an advanced change when it is a
-behaviour callback module with ``code_change`` (a supervisor callback module — one declaring
-``__behaviour__ = "supervisor"`` — becomes ``update M supervisor``), else ``load_module``; an
+behaviour callback module with ``code_change``, else ``load_module``; a supervisor callback
+module — recognised by its structure: the app starts it with ``supervisor.start_link`` or
+``supervisor.start``, or its ``init`` returns supervisor flags and specs — becomes ``update M
+supervisor`` with the cookbook's ``apply supervisor:...`` for children added or removed; an
 added module ``add_module``; a removed one ``delete_module``. ``dep_mods`` come from each
 module's imports of other modules of the same app that also have an instruction. The down
 section mirrors the up section. A human should still review ``extra`` and protocol changes.
@@ -17,6 +19,7 @@ from typing import Any
 
 import tomli_w
 
+from relhandler.errors import AppupError
 from relhandler.release.model import AppSpec
 
 __all__ = ["generate_appup", "render_appup"]
@@ -26,26 +29,132 @@ def _source(lib: Path, mod: str) -> bytes | None:
     rel = Path(*mod.split("."))
     for p in (lib / rel / "__init__.py", lib / rel.with_suffix(".py")):
         if p.is_file():
-            return p.read_bytes()
+            data = p.read_bytes()
+            try:
+                compile(data, str(p), "exec", flags=ast.PyCF_ONLY_AST)
+            except SyntaxError as e:
+                e.filename = str(p)
+                raise
+            return data
     return None
 
 
-def _kind(src: bytes) -> str:
+_FLAG_KEYS = {"strategy", "intensity", "period"}
+
+
+def _is_flags(node: ast.expr | None, dicts: dict[str, ast.Dict]) -> bool:
+    if isinstance(node, ast.Name):
+        node = dicts.get(node.id)
+    return isinstance(node, ast.Dict) and any(
+        isinstance(k, ast.Constant) and k.value in _FLAG_KEYS for k in node.keys
+    )
+
+
+def _init_returns_sup_flags(tree: ast.Module) -> bool:
+    """``init`` returns ``("ok", (flags, specs))`` with flags a dict of supervisor flags."""
+    for fn in tree.body:
+        if not (isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.name == "init"):
+            continue
+        dicts = {
+            t.id: n.value
+            for n in ast.walk(fn)
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Dict)
+            for t in n.targets
+            if isinstance(t, ast.Name)
+        }
+        for r in ast.walk(fn):
+            if not (isinstance(r, ast.Return) and isinstance(r.value, ast.Tuple)):
+                continue
+            elts = r.value.elts
+            if (
+                len(elts) == 2
+                and isinstance(elts[0], ast.Constant)
+                and elts[0].value == "ok"
+                and isinstance(elts[1], ast.Tuple)
+                and len(elts[1].elts) == 2
+                and _is_flags(elts[1].elts[0], dicts)
+            ):
+                return True
+    return False
+
+
+def _supervisor_starts(src: bytes, mod: str) -> dict[str, str | None]:
+    """Modules this source starts as supervisor callbacks (``supervisor.start_link(M, ...)``
+    or ``supervisor.start``), each with the ``name=`` it registers, if a constant."""
+    out: dict[str, str | None] = {}
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return out
+    for n in ast.walk(tree):
+        if not (isinstance(n, ast.Call) and n.args):
+            continue
+        f = n.func
+        if not (
+            isinstance(f, ast.Attribute)
+            and f.attr in ("start_link", "start")
+            and isinstance(f.value, ast.Name)
+            and f.value.id == "supervisor"
+        ):
+            continue
+        first = n.args[0]
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            target = first.value
+        elif isinstance(first, ast.Name) and first.id == "__name__":
+            target = mod
+        else:
+            continue
+        name = next(
+            (
+                k.value.value
+                for k in n.keywords
+                if k.arg == "name"
+                and isinstance(k.value, ast.Constant)
+                and isinstance(k.value.value, str)
+            ),
+            None,
+        )
+        if name is not None or target not in out:
+            out[target] = name
+    return out
+
+
+def _child_ids(src: bytes) -> list[Any]:
+    """The constant ids of the child specs (dicts with "id" and "start") in ``init``, in
+    order; a simple_one_for_one supervisor's one spec is not a child to start."""
+    tree = ast.parse(src)
+    ids: list[Any] = []
+    for fn in tree.body:
+        if not (isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.name == "init"):
+            continue
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Constant) and n.value == "simple_one_for_one":
+                return []
+        for n in ast.walk(fn):
+            if not isinstance(n, ast.Dict):
+                continue
+            keys = {
+                k.value: v
+                for k, v in zip(n.keys, n.values, strict=True)
+                if isinstance(k, ast.Constant)
+            }
+            idv = keys.get("id")
+            if "start" in keys and isinstance(idv, ast.Constant) and idv.value not in ids:
+                ids.append(idv.value)
+    return ids
+
+
+def _kind(src: bytes, *, run_as_supervisor: bool = False) -> str:
     tree = ast.parse(src)
     names = set()
-    behaviour = None
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            for t in node.targets:
-                if (
-                    isinstance(t, ast.Name)
-                    and t.id == "__behaviour__"
-                    and isinstance(node.value, ast.Constant)
-                ):
-                    behaviour = node.value.value
-    if behaviour == "supervisor":
+    # structural: the release runs it as a supervisor callback, or its init returns
+    # supervisor flags and specs (a module that is both, like a connection supervisor
+    # whose workers share its module, is a supervisor too: `update M supervisor` runs the
+    # supervisor's own code_change for it and the module's code_change for the workers)
+    if run_as_supervisor or _init_returns_sup_flags(tree):
         return "supervisor"
     if "code_change" in names:
         return "advanced"
@@ -71,16 +180,47 @@ def _imports(src: bytes, mod: str, is_pkg: bool, universe: set[str]) -> list[str
     return [m for m in dict.fromkeys(found) if m in universe and m != mod]
 
 
+def _sup_starts(spec: AppSpec, lib: Path) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for m in spec.modules:
+        src = _source(lib, m)
+        if src is not None:
+            for target, name in _supervisor_starts(src, m).items():
+                if name is not None or target not in out:
+                    out[target] = name
+    return out
+
+
 def generate_appup(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> dict[str, Any]:
-    """The appup document (a dict ready for TOML) leading ``old`` to ``new`` and back."""
+    """The appup document (a dict ready for TOML) leading ``old`` to ``new`` and back.
+
+    A changed supervisor module gets ``update M supervisor`` and, as the OTP appup cookbook
+    does, ``apply supervisor:restart_child`` for each child new in its specs (after the
+    update: the supervisor's code_change adds the spec but does not start it), and
+    ``apply supervisor:terminate_child`` + ``delete_child`` for each child gone (before
+    it); the down section mirrors this. The supervisor is named by its registered name
+    when the app registers one, else by its module (the installer finds the supervisor
+    running it).
+    """
+    try:
+        return _generate(old, old_lib, new, new_lib)
+    except SyntaxError as e:
+        raise AppupError(
+            f"{e.filename}: line {e.lineno}: {e.msg}; appup generate reads the sources of both "
+            f"versions: fix this one and build again"
+        ) from None
+
+
+def _generate(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> dict[str, Any]:
     old_mods, new_mods = set(old.modules), set(new.modules)
+    new_sups, old_sups = _sup_starts(new, new_lib), _sup_starts(old, old_lib)
     changed, kinds = [], {}
     for m in new.modules:
         if m in old_mods:
             a, b = _source(old_lib, m), _source(new_lib, m)
             if a is None or b is None or hashlib.sha256(a).digest() != hashlib.sha256(b).digest():
                 changed.append(m)
-                kinds[m] = _kind(b or b"")
+                kinds[m] = _kind(b or b"", run_as_supervisor=m in new_sups)
     added = [m for m in new.modules if m not in old_mods]
     removed = [m for m in old.modules if m not in new_mods]
     with_instr = set(changed) | set(added) | set(removed)
@@ -92,10 +232,26 @@ def generate_appup(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> 
         is_pkg = (lib / Path(*m.split(".")) / "__init__.py").is_file()
         return _imports(src, m, is_pkg, with_instr)
 
+    def sup_instrs(m: str, *, up: bool) -> list[list[Any]]:
+        from_lib, to_lib = (old_lib, new_lib) if up else (new_lib, old_lib)
+        sups = new_sups if up else old_sups
+        ref = sups.get(m) or (old_sups if up else new_sups).get(m) or m
+        before = _child_ids(_source(from_lib, m) or b"")
+        after = _child_ids(_source(to_lib, m) or b"")
+        gone = [c for c in before if c not in after]
+        new_ids = [c for c in after if c not in before]
+        return (
+            [
+                ["apply", "supervisor", f, [ref, c]]
+                for c in gone
+                for f in ("terminate_child", "delete_child")
+            ]
+            + [["update", m, "supervisor"]]
+            + [["apply", "supervisor", "restart_child", [ref, c]] for c in new_ids]
+        )
+
     def up_instr(m: str) -> list[Any]:
         d = deps(m, new_lib)
-        if kinds[m] == "supervisor":
-            return ["update", m, "supervisor"]
         if kinds[m] == "advanced":
             opts: dict[str, Any] = {"change": "advanced", "extra": []}
             if d:
@@ -103,18 +259,23 @@ def generate_appup(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> 
             return ["update", m, opts]
         return ["load_module", m, {"dep_mods": d}] if d else ["load_module", m]
 
+    def changed_instrs(m: str, *, up: bool) -> list[list[Any]]:
+        if kinds[m] == "supervisor":
+            return sup_instrs(m, up=up)
+        return [up_instr(m)]
+
     def mod_instr(kind: str, m: str, lib: Path) -> list[Any]:
         d = deps(m, lib)
         return [kind, m, {"dep_mods": d}] if d else [kind, m]
 
     up = (
         [mod_instr("add_module", m, new_lib) for m in added]
-        + [up_instr(m) for m in changed]
+        + [i for m in changed for i in changed_instrs(m, up=True)]
         + [mod_instr("delete_module", m, old_lib) for m in removed]
     )
     down = (
         [mod_instr("add_module", m, old_lib) for m in removed]
-        + [up_instr(m) for m in changed]
+        + [i for m in changed for i in changed_instrs(m, up=False)]
         + [mod_instr("delete_module", m, new_lib) for m in added]
     )
     return {
