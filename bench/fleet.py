@@ -101,6 +101,14 @@ FILES = {
         async def snapshot():
             return {str(p): await gen_server.call(p, "state") for p in await _pids()}
 
+        async def sup_info():
+            from relhandler.runtime import sys
+
+            st = await sys.get_state("fleet_sup")
+            kids = await supervisor.which_children("fleet_sup")
+            return {"intensity": st.intensity, "period": st.period,
+                    "children": [[c.id, c.pid is not None] for c in kids]}
+
         async def version():
             return await gen_server.call((await _pids())[0], "version")
 
@@ -316,20 +324,29 @@ def cli(*args: str) -> None:
         raise RuntimeError(f"relhandler {' '.join(args)}: {r.stderr.strip()}")
 
 
-def build_fleet(tmp: Path, v2_code_change: str = DEFAULT_CODE_CHANGE, n: int = 1000) -> Path:
-    """Build fleet 1.0.0 and 2.0.0 (whose worker gets ``v2_code_change``) and the relup."""
+def build_fleet(
+    tmp: Path,
+    v2_code_change: str = DEFAULT_CODE_CHANGE,
+    n: int = 1000,
+    *,
+    v2_files: dict[str, str] | None = None,
+    appup: str = APPUP,
+) -> Path:
+    """Build fleet 1.0.0 and 2.0.0 (whose worker gets ``v2_code_change``, and which has
+    ``v2_files`` added or replaced, with ``appup``) and the relup."""
     out = tmp / "fleet-rel"
     for vsn in ("1.0.0", "2.0.0"):
         proj = tmp / f"fleet-{vsn}"
         pkg = proj / "src" / "fleet"
         pkg.mkdir(parents=True)
         (proj / "pyproject.toml").write_text(PYPROJECT.format(v=vsn, n=n))
-        for name, src in FILES.items():
+        files = dict(FILES, **(v2_files or {})) if vsn == "2.0.0" else FILES
+        for name, src in files.items():
             (pkg / name).write_text(textwrap.dedent(src))
         worker = WORKER.format(v="v1" if vsn == "1.0.0" else "v2")
         if vsn == "2.0.0":
             worker += textwrap.dedent(v2_code_change)
-            (pkg / "fleet.appup.toml").write_text(APPUP.format())
+            (pkg / "fleet.appup.toml").write_text(appup.format())
         (pkg / "worker.py").write_text(worker)
         (pkg / "conn.py").write_text(CONN.format(v="v1" if vsn == "1.0.0" else "v2"))
         cli("build", "--project", str(proj), "--out", str(out))
