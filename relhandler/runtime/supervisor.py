@@ -404,9 +404,7 @@ class _Callbacks:
     @staticmethod
     def code_change_with(cb: Any, module: str, old_vsn: Any, state: Any, extra: Any) -> Any:
         # the preflight's form: ``cb`` is the callback module's code to run init from
-        if cb is None:
-            raise ProcessError(f"{module}: the supervisor's callback module is not loaded")
-        r = changed_state(state, cb)
+        r = changed_state(state, cb if cb is not None else _module(state.module))
         if isinstance(r, types.CoroutineType):
             return _second(r)
         return r[1]
