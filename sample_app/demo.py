@@ -162,6 +162,7 @@ class Demo:
             )
             line = self.say(chat, "back")
             self.check("same TCP connection answers in the v1 format", line == "echo: back", line)
+            self.supervisor_step(v2=False)
 
             self.step("upgrade to 2.0.0 again and make it permanent")
             self.cli("install", "2.0.0")
@@ -211,7 +212,26 @@ class Demo:
         console.print(f"[bold green]all {self.checks} checks held[/] in {took:.1f}s")
         return 0
 
+    def supervisor_step(self, *, v2: bool) -> None:
+        """The top supervisor gains the stats child live on the way up (the appup's
+        `update sample.sup supervisor` + `restart_child`) and loses it on the way down."""
+        kids = self.rpc("relhandler.runtime.supervisor:count_children", "sample_sup")
+        if v2:
+            up = self.rpc("sample.stats:uptime")
+            self.check(
+                "the top supervisor started its new stats child live",
+                kids["specs"] == kids["active"] == 5 and isinstance(up, float),
+                f"{kids['active']} of {kids['specs']} children running, stats up {up}s",
+            )
+        else:
+            self.check(
+                "the downgrade terminated and deleted the stats child",
+                kids["specs"] == kids["active"] == 4,
+                f"{kids['active']} of {kids['specs']} children running",
+            )
+
     def after_v2(self, greeter: str, counter: str, chat: socket.socket) -> None:
+        self.supervisor_step(v2=True)
         g = self.rpc("sample.greeter:greet", "Alice")
         self.check("greeter says Howdy", g == "Howdy, Alice! Welcome...", g)
         self.check("greeter kept its pid", self.rpc("sample.greeter:pid") == greeter, greeter)

@@ -309,3 +309,41 @@ async def test_resume_honours_its_timeout(code_dir: CodeDir) -> None:
         with pytest.raises(SysError, match=r"did not answer resume within 0\.05s"):
             await sys.resume(pid, timeout=0.05)
         gate.set()
+
+
+APP_WITH_STATE = """
+from relhandler.runtime import spawn, receive
+
+EVENTS = []
+
+async def _top():
+    await receive()
+
+def start():
+    return ("ok", spawn(_top), {"token": 42})
+
+def prep_stop(state):
+    EVENTS.append(("prep_stop", state))
+    return {**state, "prepped": True}
+
+def stop(state):
+    EVENTS.append(("stop", state))
+"""
+
+
+async def test_an_applications_stop_gets_the_state_its_start_returned(code_dir: CodeDir) -> None:
+    from relhandler.release.model import AppSpec
+    from relhandler.runtime.application import AppController
+
+    async with Node() as node:
+        code_dir.write("app", APP_WITH_STATE)
+        node.code.set_path([code_dir.root])
+        mod = code_dir.name("app")
+        ctl = AppController(node)
+        ctl.load(AppSpec(mod, "1.0.0", (mod,), (), f"{mod}:start", {}))
+        await ctl.start(mod, "temporary")
+        await ctl.stop(mod)
+        assert node.code.current(mod).EVENTS == [
+            ("prep_stop", {"token": 42}),
+            ("stop", {"token": 42, "prepped": True}),
+        ]

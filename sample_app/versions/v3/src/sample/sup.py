@@ -1,4 +1,5 @@
-"""Top supervisor: greeter, counter, the chat connection supervisor, the chat listener."""
+"""Top supervisor: greeter, counter, the chat connection supervisor, the chat listener,
+and (new in 2.0.0) the stats server."""
 
 
 def init(args):
@@ -24,6 +25,11 @@ def init(args):
             "id": "listener",
             "start": ("sample.listener", "start_link", []),
             "modules": ["sample.listener"],
+        },
+        {
+            "id": "stats",
+            "start": ("sample.stats", "start_link", []),
+            "modules": ["sample.stats"],
         },
     ]
     return ("ok", (flags, children))
