@@ -218,3 +218,45 @@ def test_check_a_tarball(tmp_path: Path) -> None:
     bad.write_bytes((out / "rel-2.0.0.tar.gz").read_bytes()[:100])
     r = cli("check", str(bad))
     assert r.returncode == 2
+
+
+def test_check_strict_refuses_a_declared_upgrade_path_without_relup(tmp_path: Path) -> None:
+    # the appup declares 1.0.0 → 2.0.0 and release 1.0.0 is in the root, but no relup
+    out = build_pair(tmp_path, APPUP_HAND)
+    rel = str(out / "rel")
+    r = cli("check", "--vsn", "2.0.0", "--rel-dir", rel, "--strict", "--json")
+    assert r.returncode == 1
+    problems = json.loads(r.stdout)["problems"]
+    assert any(
+        "declares an upgrade from 1.0.0" in p and "no entry up from 1.0.0" in p for p in problems
+    )
+    assert cli("check", "--vsn", "2.0.0", "--rel-dir", rel).returncode == 0  # a warning only
+    r = cli("check", "--vsn", "2.0.0", "--rel-dir", rel, "--strict", "--from", "1.0.0", "--json")
+    assert r.returncode == 1
+    assert any("no relup from 1.0.0" in p for p in json.loads(r.stdout)["problems"])
+    j("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", rel)
+    assert (
+        j("check", "--vsn", "2.0.0", "--rel-dir", rel, "--strict", "--from", "1.0.0")["problems"]
+        == []
+    )
+
+
+def test_check_strict_refuses_a_changed_module_its_appup_misses(tmp_path: Path) -> None:
+    # a relup written before core.util changed again: the appup misses it, the relup too
+    partial = APPUP_HAND.replace('  ["load_module", "core.util"],\n', "", 1)
+    out = build_pair(
+        tmp_path,
+        partial.replace(
+            '["add_module", "core.fresh", { dep_mods = ["core.util"] }]',
+            '["add_module", "core.fresh"]',
+        ),
+    )
+    rel = str(out / "rel")
+    j("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", rel)
+    r = cli("check", "--vsn", "2.0.0", "--rel-dir", rel, "--strict", "--json")
+    assert r.returncode == 1
+    problems = json.loads(r.stdout)["problems"]
+    assert any(
+        "'core.util' changed but the appup's [[up]] entry for 1.0.0 has no instruction" in p
+        for p in problems
+    )
