@@ -100,6 +100,8 @@ def init(args: Any) -> Any:
                     "id": "lifespan",
                     "start": ("relhandler.web.listener", "_start_lifespan", [cfg, shared]),
                     "shutdown": int(LIFESPAN_TIMEOUT * 1000),
+                    # a purge that kills it must not restart the listener (one_for_all)
+                    "restart": "temporary",
                     "modules": [cfg.module],
                 }
             )
@@ -157,6 +159,7 @@ class _Acceptor:
     @staticmethod
     async def init(args: tuple[str, ListenerConfig]) -> Any:
         app, cfg = args
+        trap_exit(True)  # so a stopping supervisor runs terminate: the socket is closed
         conns = _conns_name(app, cfg)
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -221,8 +224,15 @@ def _start_acceptor(app: str, cfg: ListenerConfig) -> Any:
 
 
 async def _start_lifespan(cfg: ListenerConfig, shared: dict[str, Any]) -> Any:
-    ready: asyncio.Future[Any] = current_node().loop.create_future()
+    node = current_node()
+    ready: asyncio.Future[Any] = node.loop.create_future()
     pid = spawn_link(_lifespan_main, cfg, shared, ready)
+
+    def exited(reason: Any) -> None:
+        if not ready.done():
+            ready.set_result(f"lifespan of {cfg.module} exited before startup: {reason!r}")
+
+    node.processes[pid].add_watcher(exited)
     r = await ready
     if r != "ok":
         return ("error", r)

@@ -40,7 +40,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 from wsproto.utilities import LocalProtocolError as WsLocalError
 
-from relhandler.runtime import Pid, current, current_node, gen_server, self_pid
+from relhandler.runtime import Pid, current, current_node, gen_server, self_pid, trap_exit
 from relhandler.web._http import head_size
 from relhandler.web.config import ListenerConfig
 
@@ -196,6 +196,7 @@ class _Fixed:
 
     def init(self, args: tuple[asyncio.StreamReader, asyncio.StreamWriter, ListenerConfig]) -> Any:
         reader, writer, cfg = args
+        trap_exit(True)  # a stopping supervisor runs terminate: the client gets 1001
         me = self_pid()
         conn = _Ws(reader, writer, cfg)
         _conns[me] = conn
