@@ -156,7 +156,9 @@ def test_timeouts(otp: dict[str, Any], tmp_path: Path, case: str) -> None:
             pid = await gen_statem.start(me)
             for c in TMO_CASES[case]:
                 gen_statem.cast(pid, c)
-            await asyncio.sleep(0.1)
+            p = node.processes[pid]
+            # handled, and every timer fired or was cancelled
+            await until(lambda: p._waiter is not None and not p.mailbox and not p.sys.timers)
             await quiet(node, pid)
             return (await sys.get_state(pid))[1]
 
