@@ -739,8 +739,11 @@ def _resolve_supervisor(node: Node, ref: Any) -> Pid | str:
 def _undo_copy(state: Any) -> Any:
     """The undo log's copy of a state, taken before its code_change: a supervisor's by
     value with its children (supervisor.snapshot), anything else as the preflight copies."""
-    snap = rsup.snapshot(state)
-    return snap if snap is not None else trial_copy(state)
+    if type(state) is not dict:  # the common case first: this runs in the pause window
+        snap = rsup.snapshot(state)
+        if snap is not None:
+            return snap
+    return copy_state(state)
 
 
 def _module_file(base: Path, mod: str) -> Path | None:
