@@ -16,6 +16,8 @@ A manager is a process with no callback module of its own; handlers are callback
     def code_change(old_vsn, state, extra): -> ("ok", new_state)
 
 Every handler callback is looked up on its module's *current* version at dispatch time.
+``add_sup_handler`` makes the caller the handler's supervisor, as in OTP (linked; its exit
+removes the handler; the handler's end reaches it as ``("gen_event_EXIT", handler, why)``).
 The newest handler gets each event first (OTP's order). A handler that raises or returns
 something else is removed (``terminate(("error", ...), state)``), the manager goes on.
 ``sys.get_state`` gives ``[(module, id, state), ...]``, newest first, as OTP's does (id
@@ -42,6 +44,7 @@ from relhandler.runtime.sys import SysRequest, SysState, take_request
 
 __all__ = [
     "add_handler",
+    "add_sup_handler",
     "call",
     "delete_handler",
     "notify",
@@ -49,6 +52,7 @@ __all__ = [
     "start_link",
     "stop",
     "swap_handler",
+    "swap_sup_handler",
     "sync_notify",
     "which_handlers",
 ]
@@ -86,12 +90,14 @@ def _name(module: str, hid: Any) -> Any:
 
 
 class _ManagerState(SysState):
-    __slots__ = ("parent",)
+    __slots__ = ("parent", "sups")
 
     def __init__(self, proc: Process, module: str) -> None:
         super().__init__(proc, module)
         self.state: list[_Entry] = []
         self.parent: Pid | None = None
+        # handler name -> the process supervising it (add_sup_handler)
+        self.sups: dict[tuple[str, Any], Pid] = {}
 
     def cb(self, module: str) -> Any:
         return self.proc.node.code.current(module)
@@ -175,6 +181,9 @@ async def _main(ready: asyncio.Future[Any], parent: Pid | None) -> None:
         raise Exit(e.reason) from None
 
 
+_NO_EXIT_MSG: Any = object()
+
+
 async def _serve(proc: Process, mgr: _ManagerState) -> None:
     box = proc.mailbox
     while True:
@@ -207,28 +216,42 @@ async def _serve(proc: Process, mgr: _ManagerState) -> None:
         ):
             raise StopRequest(msg[2])  # OTP: the parent's exit ends the manager
         else:
+            if type(msg) is tuple and len(msg) == 3 and msg[0] == "EXIT" and mgr.sups:
+                await _supervisor_exited(mgr, msg[1], msg[2])
             await _notify_all(mgr, "handle_info", msg)
+
+
+async def _supervisor_exited(mgr: _ManagerState, pid: Any, reason: Any) -> None:
+    """OTP: the handlers a process supervised go with it, ``terminate(("stop", reason))``
+    (the EXIT still reaches every handler's handle_info afterwards)."""
+    for entry in list(mgr.state):
+        if mgr.sups.get((entry[0], entry[1])) == pid:
+            await _remove(mgr, entry, ("stop", reason), _NO_EXIT_MSG)
 
 
 async def _handle_call(mgr: _ManagerState, from_: Any, req: Any) -> None:
     try:
-        result = await _answer(mgr, req)
+        result = await _answer(mgr, req, from_.pid)
     except ProcessError as e:  # a bad handler name sent by hand: the caller's error
         result = ("error", e.message)
     gen_server.reply(from_, result)
 
 
-async def _answer(mgr: _ManagerState, req: Any) -> Any:
+async def _answer(mgr: _ManagerState, req: Any, caller: Pid | None) -> Any:
     op = req[0] if type(req) is tuple and req else None
     if op == "$sync_notify":
         await _notify_all(mgr, "handle_event", req[1])
         result: Any = "ok"
     elif op == "$add_handler":
         result = await _add(mgr, _key(req[1]), req[2])
+    elif op == "$add_sup_handler":
+        result = await _add(mgr, _key(req[1]), req[2], sup=caller)
     elif op == "$delete_handler":
         result = await _delete(mgr, _key(req[1]), req[2])
     elif op == "$swap_handler":
         result = await _swap(mgr, _key(req[1]), req[2], _key(req[3]), req[4])
+    elif op == "$swap_sup_handler":
+        result = await _swap(mgr, _key(req[1]), req[2], _key(req[3]), req[4], sup=caller)
     elif op == "$call":
         result = await _call_handler(mgr, _key(req[1]), req[2])
     elif op == "$which_handlers":
@@ -269,13 +292,22 @@ async def _init(mgr: _ManagerState, key: tuple[str, Any], args: Any) -> Any:
     return None, ("error", ("bad_return_value", r))
 
 
-async def _add(mgr: _ManagerState, key: tuple[str, Any], args: Any) -> Any:
-    """Install a handler, newest first."""
+async def _add(
+    mgr: _ManagerState, key: tuple[str, Any], args: Any, *, sup: Pid | None = None
+) -> Any:
+    """Install a handler, newest first; ``sup``: the process that supervises it (linked)."""
     entry, err = await _init(mgr, key, args)
     if entry is None:
         return err
     mgr.state = [entry, *mgr.state]
+    _supervise(mgr, key, sup)
     return "ok"
+
+
+def _supervise(mgr: _ManagerState, key: tuple[str, Any], sup: Pid | None) -> None:
+    if sup is not None:
+        mgr.sups[key] = sup
+        mgr.proc.node.link(mgr.proc, sup)  # a dead one: its EXIT removes the handler
 
 
 async def _delete(mgr: _ManagerState, key: tuple[str, Any], args: Any) -> Any:
@@ -286,21 +318,36 @@ async def _delete(mgr: _ManagerState, key: tuple[str, Any], args: Any) -> Any:
 
 
 async def _swap(
-    mgr: _ManagerState, old: tuple[str, Any], args1: Any, new: tuple[str, Any], args2: Any
+    mgr: _ManagerState,
+    old: tuple[str, Any],
+    args1: Any,
+    new: tuple[str, Any],
+    args2: Any,
+    *,
+    sup: Pid | None = None,
 ) -> Any:
     """Terminate ``old`` with ``args1``; ``init((args2, what terminate returned))`` of
-    ``new``, installed newest (``"error"`` when ``old`` is not installed, as OTP)."""
+    ``new``, installed newest (``"error"`` when ``old`` is not installed, as OTP). The new
+    handler is supervised by ``sup`` (swap_sup_handler), else by the old one's."""
     i = _find(mgr, old)
     res: Any = "error"
+    old_sup = mgr.sups.get(old)
+    new_sup = sup if sup is not None else old_sup
     if i is not None:
-        res = await _remove(mgr, mgr.state[i], args1)
-    return await _add(mgr, new, (args2, res))
+        res = await _remove(mgr, mgr.state[i], args1, _NO_EXIT_MSG)
+    r = await _add(mgr, new, (args2, res), sup=new_sup)
+    if i is not None and old_sup is not None:
+        _exit_msg(mgr, old, old_sup, ("swapped", _name(*new), new_sup))
+    return r
 
 
 async def _swap_in_place(
     mgr: _ManagerState, entry: _Entry, args1: Any, new: Any, args2: Any
 ) -> None:
-    """A swap a handler asked for from a callback: the new one takes its place (OTP)."""
+    """A swap a handler asked for from a callback: the new one takes its place (OTP) and
+    its supervisor, if any."""
+    old = (entry[0], entry[1])
+    sup = mgr.sups.pop(old, None)
     res = await _call_terminate(mgr, entry[0], args1, entry[2])
     try:
         key = _key(new)
@@ -314,8 +361,13 @@ async def _swap_in_place(
     if new_entry is None:
         log.error("gen_event: swap to %r failed: %r", new, err)
         mgr.state = mgr.state[:i] + mgr.state[i + 1 :]
+        if sup is not None:
+            _exit_msg(mgr, old, sup, err)
     else:
         mgr.state = [*mgr.state[:i], new_entry, *mgr.state[i + 1 :]]
+        _supervise(mgr, (new_entry[0], new_entry[1]), sup)
+        if sup is not None:
+            _exit_msg(mgr, old, sup, ("swapped", _name(new_entry[0], new_entry[1]), sup))
 
 
 async def _call_handler(mgr: _ManagerState, key: tuple[str, Any], request: Any) -> Any:
@@ -376,11 +428,22 @@ def _replace(mgr: _ManagerState, entry: _Entry, hs: Any) -> _Entry:
     return new
 
 
-async def _remove(mgr: _ManagerState, entry: _Entry, arg: Any) -> Any:
+async def _remove(mgr: _ManagerState, entry: _Entry, arg: Any, exit_reason: Any = "normal") -> Any:
+    """Take a handler out and run its ``terminate(arg, state)``; its supervisor, if any,
+    gets ``("gen_event_EXIT", handler, exit_reason)``."""
     i = _at(mgr, entry)
     if i is not None:
         mgr.state = mgr.state[:i] + mgr.state[i + 1 :]
-    return await _call_terminate(mgr, entry[0], arg, entry[2])
+    key = (entry[0], entry[1])
+    sup = mgr.sups.pop(key, None)
+    r = await _call_terminate(mgr, entry[0], arg, entry[2])
+    if sup is not None and exit_reason is not _NO_EXIT_MSG:
+        _exit_msg(mgr, key, sup, exit_reason)
+    return r
+
+
+def _exit_msg(mgr: _ManagerState, key: tuple[str, Any], sup: Pid, reason: Any) -> None:
+    mgr.proc.node.send(sup, ("gen_event_EXIT", _name(*key), reason))
 
 
 async def _crashed(mgr: _ManagerState, entry: _Entry, why: Any, last: Any) -> None:
@@ -393,7 +456,7 @@ async def _crashed(mgr: _ManagerState, entry: _Entry, why: Any, last: Any) -> No
         entry[2],
         why,
     )
-    await _remove(mgr, entry, ("error", why))
+    await _remove(mgr, entry, ("error", why), why)
 
 
 async def _call_terminate(mgr: _ManagerState, module: str, arg: Any, hs: Any) -> Any:
@@ -409,9 +472,8 @@ async def _call_terminate(mgr: _ManagerState, module: str, arg: Any, hs: Any) ->
 
 async def _terminate_all(mgr: _ManagerState, arg: Any) -> None:
     mgr.in_callback = True
-    entries, mgr.state = mgr.state, []
-    for m, _hid, hs in entries:
-        await _call_terminate(mgr, m, arg, hs)
+    for entry in list(mgr.state):
+        await _remove(mgr, entry, arg, "shutdown")
 
 
 # -- client API ----------------------------------------------------------------------
@@ -440,6 +502,18 @@ async def add_handler(manager: Pid | str, handler: Any, args: Any = None) -> Any
     return await gen_server.call(manager, ("$add_handler", handler, args), timeout=None)
 
 
+async def add_sup_handler(manager: Pid | str, handler: Any, args: Any = None) -> Any:
+    """``add_handler``, supervised by the calling process (OTP's ``add_sup_handler``): the
+    manager links to it; if it exits, the handler is removed with ``terminate(("stop",
+    reason), state)``; if the handler is removed, the caller gets
+    ``("gen_event_EXIT", handler, reason)``: ``"normal"``, ``"shutdown"``, ``("swapped",
+    new_handler, supervisor)``, or what it crashed with. Must be called in a process."""
+    _key(handler)
+    if current_process() is None:
+        raise ProcessError("add_sup_handler must be called in a process (it supervises)")
+    return await gen_server.call(manager, ("$add_sup_handler", handler, args), timeout=None)
+
+
 async def delete_handler(manager: Pid | str, handler: Any, args: Any = None) -> Any:
     """Remove ``handler``: returns what its ``terminate(args, state)`` returned, or
     ``("error", "module_not_found")``."""
@@ -454,6 +528,16 @@ async def swap_handler(manager: Pid | str, old: tuple[Any, Any], new: tuple[Any,
     _key(h1)
     _key(h2)
     return await gen_server.call(manager, ("$swap_handler", h1, a1, h2, a2), timeout=None)
+
+
+async def swap_sup_handler(manager: Pid | str, old: tuple[Any, Any], new: tuple[Any, Any]) -> Any:
+    """``swap_handler``, with the new handler supervised by the calling process."""
+    (h1, a1), (h2, a2) = old, new
+    _key(h1)
+    _key(h2)
+    if current_process() is None:
+        raise ProcessError("swap_sup_handler must be called in a process (it supervises)")
+    return await gen_server.call(manager, ("$swap_sup_handler", h1, a1, h2, a2), timeout=None)
 
 
 def notify(manager: Pid | str, event: Any) -> None:

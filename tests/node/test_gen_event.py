@@ -258,3 +258,34 @@ async def test_a_deleted_handler_module_or_a_bad_swap_removes_only_that_handler(
         assert m in node.processes
         r = await gen_event.add_handler(m, h, "back")
         assert r == "ok"
+
+
+async def test_supervised_handler_goes_with_its_supervisor_and_reports_its_end(
+    code_dir: CodeDir,
+) -> None:
+    from relhandler.runtime import receive, self_pid
+
+    h = code_dir.name("h")
+    code_dir.write("h", H)
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        m = await gen_event.start()
+        got: list[Any] = []
+
+        async def owner() -> None:
+            assert await gen_event.add_sup_handler(m, (h, 1), "one") == "ok"
+            assert await gen_event.add_sup_handler(m, (h, 2), "two") == "ok"
+            assert self_pid() in node.processes[m].links  # the manager linked to us
+            await gen_event.delete_handler(m, (h, 1), "bye")
+            got.append(await receive())
+            await receive(match=lambda x: x == "die")
+            raise Exit("gone")
+
+        o = node.spawn(owner)
+        await until(lambda: bool(got))
+        assert got == [("gen_event_EXIT", (h, 1), "normal")]
+        send(o, "die")
+        await until(lambda: o not in node.processes and not node.processes[m].sys.state)
+        assert log_of(node, h)[-1] == ("terminate", ("stop", "gone"), "two")
+        with pytest.raises(Exception, match="in a process"):
+            await gen_event.add_sup_handler(m, h, "x")  # the test itself is no process

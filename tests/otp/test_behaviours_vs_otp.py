@@ -18,7 +18,18 @@ from typing import Any
 
 import pytest
 
-from relhandler.runtime import Node, gen_event, gen_statem, send, sys
+from relhandler.runtime import (
+    Exit,
+    Node,
+    Pid,
+    ReceiveTimeout,
+    gen_event,
+    gen_statem,
+    receive,
+    self_pid,
+    send,
+    sys,
+)
 from tests.node.conftest import CodeDir, until
 from tests.node.test_gen_statem import ORDER, TIMEOUTS
 from tests.otp.otp_rc import from_json
@@ -214,3 +225,63 @@ def test_swaps_from_a_callback_and_from_the_api(otp: dict[str, Any], tmp_path: P
             return renamed((s1, r, s2, r2, s3), h, "beh_h")
 
     assert asyncio.run(run()) == otp["swaps"]
+
+
+def no_pids(x: Any) -> Any:
+    if isinstance(x, Pid):
+        return "PID"
+    if isinstance(x, tuple):
+        return tuple(no_pids(e) for e in x)
+    if isinstance(x, list):
+        return [no_pids(e) for e in x]
+    return x
+
+
+def test_supervised_handlers(otp: dict[str, Any], tmp_path: Path) -> None:
+    async def run() -> Any:
+        cd = CodeDir(tmp_path)
+        h = cd.name("h")
+        cd.write("h", HANDLER.replace("{me}", h))
+        async with Node() as node:
+            node.code.set_path([cd.root])
+            out: asyncio.Future[Any] = node.loop.create_future()
+
+            async def driver() -> None:
+                me = self_pid()
+                m = await gen_event.start()
+                for i, s in ((1, "one"), (2, "two"), (3, "three")):
+                    assert await gen_event.add_sup_handler(m, (h, i), s) == "ok"
+                d = await gen_event.delete_handler(m, (h, 1), "x")
+                await gen_event.sync_notify(m, "badret")
+                assert await gen_event.add_sup_handler(m, (h, 4), "four") == "ok"
+                assert await gen_event.add_handler(m, (h, 5), "five") == "ok"
+                await gen_event.sync_notify(m, "rm")
+                assert await gen_event.add_sup_handler(m, (h, 6), "six") == "ok"
+                s1 = await gen_event.swap_handler(m, ((h, 6), "a"), ((h, 7), "b"))
+                s2 = await gen_event.swap_sup_handler(m, ((h, 7), "a"), ((h, 8), "c"))
+
+                async def supervisor() -> None:
+                    assert await gen_event.add_sup_handler(m, (h, 9), "nine") == "ok"
+                    send(me, "added")
+                    await receive(match=lambda x: x == "die")
+                    raise Exit("bye")
+
+                p = node.spawn(supervisor)
+                await receive(match=lambda x: x == "added")
+                send(p, "die")
+                await asyncio.sleep(0.05)
+                w = await gen_event.which_handlers(m)
+                await gen_event.stop(m)
+                msgs = []
+                while True:
+                    try:
+                        msgs.append(await receive(timeout=0.05))
+                    except ReceiveTimeout:
+                        break
+                log = list(node.code.current(h).LOG)
+                out.set_result((d, s1, s2, w, msgs, log))
+
+            node.spawn(driver)
+            return no_pids(renamed(await out, h, "beh_h"))
+
+    assert asyncio.run(run()) == otp["sups"]

@@ -9,6 +9,7 @@ main() ->
                              upd_idle, upd_running, gen_cancel, st_inf]],
     out(handlers, handlers()),
     out(swaps, swaps()),
+    out(sups, sups()),
     halt(0).
 
 order() ->
@@ -66,6 +67,39 @@ swaps() ->
     ets:delete(beh_log),
     {S1, R, S2, R2, S3}.
 
+sups() ->
+    ets:new(beh_log, [named_table, public, ordered_set]),
+    Self = self(),
+    {ok, M} = gen_event:start(),
+    ok = gen_event:add_sup_handler(M, {beh_h, 1}, one),
+    ok = gen_event:add_sup_handler(M, {beh_h, 2}, two),
+    ok = gen_event:add_sup_handler(M, {beh_h, 3}, three),
+    D = gen_event:delete_handler(M, {beh_h, 1}, x),
+    gen_event:sync_notify(M, badret),
+    ok = gen_event:add_sup_handler(M, {beh_h, 4}, four),
+    ok = gen_event:add_handler(M, {beh_h, 5}, five),
+    gen_event:sync_notify(M, rm),
+    ok = gen_event:add_sup_handler(M, {beh_h, 6}, six),
+    S1 = gen_event:swap_handler(M, {{beh_h, 6}, a}, {{beh_h, 7}, b}),
+    S2 = gen_event:swap_sup_handler(M, {{beh_h, 7}, a}, {{beh_h, 8}, c}),
+    P = spawn(fun() ->
+        ok = gen_event:add_sup_handler(M, {beh_h, 9}, nine),
+        Self ! added,
+        receive die -> exit(bye) end
+    end),
+    receive added -> ok end,
+    P ! die,
+    timer:sleep(50),
+    W = gen_event:which_handlers(M),
+    gen_event:stop(M),
+    Msgs = flush([]),
+    Log = [X || {_, X} <- ets:tab2list(beh_log)],
+    ets:delete(beh_log),
+    {D, S1, S2, W, Msgs, Log}.
+
+flush(Acc) ->
+    receive M -> flush([M | Acc]) after 50 -> lists:reverse(Acc) end.
+
 out(Id, Term) ->
     io:put_chars([<<"{\"id\":">>, json(Id), <<",\"result\":">>, json(Term), <<"}\n">>]).
 
@@ -73,6 +107,7 @@ json(true) -> <<"true">>;
 json(false) -> <<"null">>;   % OTP's "no id" is None on our side
 json(A) when is_atom(A) -> [$", atom_to_list(A), $"];
 json(I) when is_integer(I) -> integer_to_list(I);
+json(P) when is_pid(P) -> <<"\"PID\"">>;  % pids differ between the two runs
 json(T) when is_tuple(T) -> [<<"{\"t\":[">>, join([json(E) || E <- tuple_to_list(T)]), <<"]}">>];
 json(L) when is_list(L) -> [$[, join([json(E) || E <- L]), $]].
 
