@@ -21,6 +21,7 @@ Tree::
     │   ├── NoProcError           the process is not alive
     │   ├── CallTimeoutError      call() got no reply in time
     │   ├── CallExitError         the server died during call(); carries ``reason``
+    │   ├── NotAProcessError      a process primitive called outside a process
     │   └── SysError              sys protocol: suspend/resume/change_code failures
     ├── ReleaseError (1)          release handler refusals and failures
     │   └── InstallError          install failed (rolled back in place, or not)
@@ -45,6 +46,7 @@ __all__ = [
     "ModuleLoadError",
     "NoProcError",
     "NoSuchModuleError",
+    "NotAProcessError",
     "NotPurgedError",
     "ProcessError",
     "ProtocolError",
@@ -176,6 +178,13 @@ class CallExitError(ProcessError):
     def __init__(self, message: str, *, reason: Any, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.reason = reason
+
+
+class NotAProcessError(ProcessError):
+    """``self_pid``, ``receive`` and the like called outside a process, e.g. in an asyncio
+    task that a process created (a task is not a process)."""
+
+    code = "not_a_process"
 
 
 class SysError(ProcessError):

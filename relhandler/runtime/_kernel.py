@@ -2,6 +2,11 @@
 
 Everything runs on one asyncio loop, so the tables here are plain dicts touched only from
 that loop; no locks. A process is an asyncio Task whose context carries the Process object.
+
+An asyncio task created inside a process (by user code or by a library such as websockets)
+is a *child task* of that process: the node's task factory runs it in a context where it is
+not the process (``current_process()`` is None, ``owner_process()`` is the process), records
+it on the process and cancels it when the process exits.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ __all__ = [
     "current_node",
     "current_process",
     "fail_future",
+    "owner_process",
 ]
 
 log = logging.getLogger("relhandler.runtime")
@@ -43,6 +49,13 @@ _node_var: contextvars.ContextVar[Node | None] = contextvars.ContextVar(
 _proc_var: contextvars.ContextVar[Process | None] = contextvars.ContextVar(
     "relhandler_process", default=None
 )
+# set (and _proc_var cleared) in a child task: the process the task belongs to
+_owner_var: contextvars.ContextVar[Process | None] = contextvars.ContextVar(
+    "relhandler_task_owner", default=None
+)
+# the process whose own task node.spawn is creating (the task factory must not treat it
+# as a child of itself)
+_spawning: Process | None = None
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -142,6 +155,7 @@ class Process:
         "started",
         "sys",
         "task",
+        "tasks",
         "trap_exit",
     )
 
@@ -162,6 +176,8 @@ class Process:
         self.trap_exit = False
         self.name: str | None = None
         self.task: asyncio.Task[None] | None = None
+        # child tasks (asyncio tasks created inside the process), made on first use
+        self.tasks: set[asyncio.Task[Any]] | None = None
         self.started = False
         self.alive = True
         self.exit_reason: Any = None
@@ -293,6 +309,7 @@ class Node:
     def activate(self) -> None:
         """Make this the current node for the calling context."""
         self._loop = asyncio.get_running_loop()
+        install_task_factory(self._loop)
         self._token = _node_var.set(self)
 
     def bind(self) -> None:
@@ -346,8 +363,17 @@ class Node:
         ctx = contextvars.copy_context()
         ctx.run(_node_var.set, self)
         ctx.run(_proc_var.set, p)
+        ctx.run(_owner_var.set, None)  # spawned from a child task: a process, not a child
         p.ctx = ctx
-        p.task = self.loop.create_task(self._run(p, fn, args), context=ctx)
+        loop = self.loop
+        if not isinstance(loop.get_task_factory(), _TaskFactory):
+            install_task_factory(loop)
+        global _spawning
+        _spawning = p
+        try:
+            p.task = loop.create_task(self._run(p, fn, args), context=ctx)
+        finally:
+            _spawning = None
         return pid
 
     async def _run(self, p: Process, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -379,6 +405,11 @@ class Node:
         reason = p.exit_reason
         p.alive = False
         self.processes.pop(p.pid, None)
+        children = p.tasks
+        if children:
+            # the process's tasks end with it, as linked processes would
+            for t in list(children):
+                t.cancel()
         if p.name is not None and self.names.get(p.name) == p.pid:
             del self.names[p.name]
         w = p._waiter
@@ -557,15 +588,84 @@ def current_node() -> Node:
 
 
 def current_process() -> Process | None:
-    """The process the caller runs in, or None outside any process."""
+    """The process the caller runs in, or None outside any process (and in a child task)."""
     return _proc_var.get()
 
 
+def owner_process() -> Process | None:
+    """In a child task: the process it belongs to; None anywhere else."""
+    return _owner_var.get()
+
+
+class _TaskFactory:
+    """The loop's task factory: makes a task created inside a process that process's child.
+
+    The child runs in a copy of the creator's context with the process cleared and the
+    owner set, so it neither impersonates the process (``self_pid``) nor competes for its
+    mailbox (``receive``); it is recorded on the owner, which cancels it at exit. A task
+    created in the context of a process that has already exited is cancelled at once.
+    """
+
+    __slots__ = ("prev",)
+
+    def __init__(self, prev: Any) -> None:
+        self.prev = prev  # a factory that was installed before ours, kept in the chain
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+        ctx: contextvars.Context | None = kw.get("context")
+        fresh = ctx is None
+        if ctx is None:
+            ctx = contextvars.copy_context()
+        owner = ctx.get(_proc_var)
+        if owner is None:
+            owner = ctx.get(_owner_var)
+        elif owner is _spawning:
+            owner = None  # the process's own task
+        if owner is not None:
+            if not fresh:
+                ctx = ctx.copy()  # never change a context the caller handed in
+            ctx.run(_proc_var.set, None)
+            ctx.run(_owner_var.set, owner)
+            kw["context"] = ctx
+        elif fresh:
+            kw.pop("context", None)
+        prev = self.prev
+        t: asyncio.Task[Any] = (
+            prev(loop, coro, **kw) if prev is not None else asyncio.Task(coro, loop=loop, **kw)
+        )
+        if owner is not None:
+            if not owner.alive:
+                t.cancel()
+            else:
+                tasks = owner.tasks
+                if tasks is None:
+                    tasks = owner.tasks = set()
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        return t
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """Put the child-task factory on ``loop`` (once; an existing factory is chained)."""
+    cur = loop.get_task_factory()
+    if not isinstance(cur, _TaskFactory):
+        loop.set_task_factory(_TaskFactory(cur))
+
+
 def coroutine_frames(p: Process) -> Iterator[types.FrameType]:
-    """Every frame on the process's await chain (innermost last)."""
+    """Every frame on the process's await chain (innermost last), then on each of its
+    child tasks' chains (a child runs code on the process's behalf)."""
     t = p.task
     if t is None or t.done():
         return
+    yield from _task_frames(t)
+    if p.tasks:
+        for c in list(p.tasks):
+            if not c.done():
+                yield from _task_frames(c)
+
+
+def _task_frames(t: asyncio.Task[Any]) -> Iterator[types.FrameType]:
     obj: Any = t.get_coro()
     seen = 0
     while obj is not None and seen < 1000:

@@ -275,9 +275,10 @@ def _from_imports(
 
 
 def _idle_behaviour(p: Any) -> bool:
-    """A behaviour process between callbacks holds only runtime frames: no module code."""
+    """A behaviour process between callbacks holds only runtime frames: no module code
+    (unless a child task of it runs some)."""
     s = p.sys
-    return s is not None and getattr(s, "in_callback", True) is False
+    return s is not None and getattr(s, "in_callback", True) is False and not p.tasks
 
 
 class CodeServer:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
+from relhandler.errors import NotAProcessError
 from relhandler.runtime._kernel import (
     Exit,
     Pid,
@@ -22,6 +23,7 @@ from relhandler.runtime._kernel import (
     Ref,
     current_node,
     current_process,
+    owner_process,
 )
 
 __all__ = [
@@ -55,12 +57,28 @@ ProcFn = Callable[..., Awaitable[Any]]
 def _me() -> Any:
     p = current_process()
     if p is None:
-        raise RuntimeError("this primitive must be called inside a relhandler process")
+        _not_a_process()
     return p
 
 
+def _not_a_process() -> NoReturn:
+    owner = owner_process()
+    if owner is not None:
+        raise NotAProcessError(
+            f"this primitive needs a process, but it was called in an asyncio task that "
+            f"process {owner.pid} created: a task belongs to its process but is not one "
+            f"(no pid, no mailbox); spawn a process instead, or take self_pid() before "
+            f"creating the task and send() to it"
+        )
+    raise NotAProcessError("this primitive must be called inside a relhandler process")
+
+
 def self_pid() -> Pid:
-    """The calling process's pid (Erlang's ``self()``)."""
+    """The calling process's pid (Erlang's ``self()``).
+
+    Raises ``NotAProcessError`` outside a process, and in an asyncio task created inside
+    one: the task is the process's child, not the process (see runtime.md, *Tasks*).
+    """
     return _me().pid  # type: ignore[no-any-return]
 
 
