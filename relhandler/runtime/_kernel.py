@@ -6,7 +6,9 @@ that loop; no locks. A process is an asyncio Task whose context carries the Proc
 An asyncio task created inside a process (by user code or by a library such as websockets)
 is a *child task* of that process: the node's task factory runs it in a context where it is
 not the process (``current_process()`` is None, ``owner_process()`` is the process), records
-it on the process and cancels it when the process exits.
+it on the process and cancels it when the process exits. Likewise a transport (a TCP or
+Unix connection) opened inside a process belongs to it and is closed when it exits, as an
+Erlang port is closed when its owner dies.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import itertools
 import logging
 import time
 import types
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -38,7 +41,9 @@ __all__ = [
     "current_node",
     "current_process",
     "fail_future",
+    "own_transport",
     "owner_process",
+    "transport_owner",
 ]
 
 log = logging.getLogger("relhandler.runtime")
@@ -156,6 +161,7 @@ class Process:
         "sys",
         "task",
         "tasks",
+        "transports",
         "trap_exit",
     )
 
@@ -178,6 +184,8 @@ class Process:
         self.task: asyncio.Task[None] | None = None
         # child tasks (asyncio tasks created inside the process), made on first use
         self.tasks: set[asyncio.Task[Any]] | None = None
+        # transports opened in the process (closed when it exits), made on first use
+        self.transports: weakref.WeakSet[asyncio.BaseTransport] | None = None
         self.started = False
         self.alive = True
         self.exit_reason: Any = None
@@ -410,6 +418,12 @@ class Node:
             # the process's tasks end with it, as linked processes would
             for t in list(children):
                 t.cancel()
+        owned = p.transports
+        if owned:
+            for tr in list(owned):
+                _transport_owner.pop(tr, None)
+                if not tr.is_closing():
+                    tr.close()
         if p.name is not None and self.names.get(p.name) == p.pid:
             del self.names[p.name]
         w = p._waiter
@@ -646,10 +660,73 @@ class _TaskFactory:
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
-    """Put the child-task factory on ``loop`` (once; an existing factory is chained)."""
+    """Put the child-task factory on ``loop`` (once; an existing factory is chained), and
+    the transport hook (see ``_hook_transports``)."""
     cur = loop.get_task_factory()
     if not isinstance(cur, _TaskFactory):
         loop.set_task_factory(_TaskFactory(cur))
+        _hook_transports(loop)
+
+
+# transport → the process that owns it (weak: a transport that is gone is forgotten)
+_transport_owner: weakref.WeakKeyDictionary[asyncio.BaseTransport, Process] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _hook_transports(loop: asyncio.AbstractEventLoop) -> None:
+    """Record which process opens each transport on ``loop``.
+
+    asyncio has no hook for "a transport was made": a selector transport registers its
+    reader (``loop._add_reader(fd, transport._read_ready)``) from a callback scheduled in
+    the context that created it, so wrapping that one method finds every TCP and Unix
+    connection and its creator (a process or one of its tasks). Only the first
+    registration counts (later ones are flow control, from whoever reads); ownership moves
+    only with ``own_transport``. On a loop without ``_add_reader`` (uvloop) the hook is
+    absent and only child tasks are cleaned up at exit.
+    """
+    orig = getattr(loop, "_add_reader", None)
+    if orig is None or getattr(orig, "_relhandler_hook", False):
+        return
+
+    def add_reader(fd: Any, callback: Callable[..., Any], *args: Any) -> Any:
+        r = orig(fd, callback, *args)
+        tr = getattr(callback, "__self__", None)
+        if isinstance(tr, asyncio.BaseTransport) and tr not in _transport_owner:
+            owner = _proc_var.get() or _owner_var.get()
+            if owner is not None:
+                own_transport(tr, owner)
+        return r
+
+    add_reader._relhandler_hook = True  # type: ignore[attr-defined]
+    loop._add_reader = add_reader  # type: ignore[attr-defined]
+
+
+def own_transport(tr: asyncio.BaseTransport, p: Process | None) -> None:
+    """Make ``p`` the owner of ``tr`` (closed when ``p`` exits); None disowns it.
+
+    Erlang's ``controlling_process``: an acceptor hands a connection to the process that
+    serves it. A transport given to a process that has already exited is closed at once.
+    """
+    old = _transport_owner.pop(tr, None)
+    if old is not None and old.transports is not None:
+        old.transports.discard(tr)
+    if p is None:
+        return
+    if not p.alive:
+        if not tr.is_closing():
+            tr.close()
+        return
+    _transport_owner[tr] = p
+    owned = p.transports
+    if owned is None:
+        owned = p.transports = weakref.WeakSet()
+    owned.add(tr)
+
+
+def transport_owner(tr: asyncio.BaseTransport) -> Process | None:
+    """The process that owns ``tr``, or None."""
+    return _transport_owner.get(tr)
 
 
 def coroutine_frames(p: Process) -> Iterator[types.FrameType]:

@@ -229,3 +229,61 @@ async def test_receive_timeout_still_works_in_the_process() -> None:
 
         node.spawn(body)
         await until(lambda: out == ["timeout"])
+
+
+async def _eof_server() -> tuple[asyncio.Server, int, asyncio.Queue[bytes]]:
+    """A plain asyncio server (outside every process) that reports what each client sent
+    until EOF: b"<data>|EOF"."""
+    seen: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        data = await r.read()  # until EOF
+        await seen.put(data + b"|EOF")
+        w.close()
+
+    srv = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1], seen
+
+
+async def test_a_connection_opened_in_a_process_closes_when_it_is_killed() -> None:
+    async with Node() as node:
+        srv, port, seen = await _eof_server()
+
+        async def body() -> None:
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"hello")
+            await receive()  # holds the connection, never closes it
+
+        pid = node.spawn(body)
+        await until(lambda: bool(node.processes[pid].transports))
+        node._kill(node.processes[pid], "kill")
+        assert await asyncio.wait_for(seen.get(), 5) == b"hello|EOF"
+        srv.close()
+
+
+async def test_a_connection_handed_to_another_process_follows_it() -> None:
+    from relhandler.runtime._kernel import own_transport, transport_owner
+
+    async with Node() as node:
+        srv, port, seen = await _eof_server()
+        conns: list[asyncio.StreamWriter] = []
+
+        async def opener() -> None:
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            conns.append(w)
+            await receive()
+
+        async def keeper() -> None:
+            await receive()
+
+        a = node.spawn(opener)
+        b = node.spawn(keeper)
+        await until(lambda: bool(conns) and transport_owner(conns[0].transport) is not None)
+        assert transport_owner(conns[0].transport) is node.processes[a]
+        own_transport(conns[0].transport, node.processes[b])
+        node._kill(node.processes[a], "kill")
+        await asyncio.sleep(0.05)
+        assert seen.empty() and not conns[0].transport.is_closing()  # b owns it now
+        node._kill(node.processes[b], "kill")
+        assert await asyncio.wait_for(seen.get(), 5) == b"|EOF"
+        srv.close()
