@@ -27,11 +27,13 @@ is the one place where the state's shape changes. State is plain data: no hidden
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import types
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from relhandler.errors import CallTimeoutError, NoProcError, ProcessError
+from relhandler.errors import CallTimeoutError, NoProcError, NotAProcessError, ProcessError
 from relhandler.runtime._kernel import (
     Exit,
     Node,
@@ -43,7 +45,7 @@ from relhandler.runtime._kernel import (
 )
 from relhandler.runtime.sys import SysRequest, SysState, take_request
 
-__all__ = ["From", "call", "cast", "reply", "start", "start_link", "stop"]
+__all__ = ["From", "call", "cast", "reply", "spawn_reply", "start", "start_link", "stop"]
 
 log = logging.getLogger("relhandler.runtime.gen_server")
 
@@ -569,6 +571,52 @@ def reply(from_: From, value: Any) -> None:
     """Reply to a caller later (after returning ``("noreply", state)`` from handle_call)."""
     if not from_.fut.done():
         from_.fut.set_result(value)
+
+
+def spawn_reply(from_: From, fn: Callable[..., Any], *args: Any) -> Pid:
+    """Answer ``from_`` later with what ``await fn(*args)`` returns, computed in a new
+    worker process linked to the caller (OTP's ``noreply`` + ``gen_server:reply`` from a
+    spawned process, in one call).
+
+    Use it in ``handle_call`` for slow work, then return ``("noreply", state)``: the server
+    goes straight back to its loop, so it serves other callers and can be suspended and
+    upgraded while the work runs::
+
+        def handle_call(req, from_, state):
+            if req[0] == "lookup":
+                gen_server.spawn_reply(from_, backend.lookup, req[1])
+                return ("noreply", state)
+
+    If ``fn`` raises, the caller's ``call`` raises that exception and the worker exits
+    ``normal`` (the server is not touched). The worker is linked to the server: a server
+    that exits abnormally takes it down, and a worker killed from outside (``exit(w,
+    "kill")``, a hard purge of the code it runs) takes the server down too, as in OTP.
+    ``fn`` must not block the loop (CPU work: ``loop.run_in_executor``). Returns the
+    worker's pid.
+    """
+    me = current_process()
+    if me is None:
+        raise NotAProcessError(
+            "gen_server.spawn_reply must be called by the server (in handle_call), "
+            "not outside a process or in an asyncio task"
+        )
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return me.node.spawn(
+        _reply_worker, from_, fn, args, link=me.pid, initial_call=f"spawn_reply:{name}"
+    )
+
+
+async def _reply_worker(from_: From, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        r = fn(*args)
+        while isinstance(r, _CoroutineType) or inspect.isawaitable(r):
+            r = await r
+    except (Exit, asyncio.CancelledError):
+        raise  # killed or told to exit: a signal, not the answer
+    except Exception as e:
+        fail_future(from_.fut, e)
+        return
+    reply(from_, r)
 
 
 async def stop(server: Pid | str, reason: Any = "normal", timeout: float | None = 5.0) -> None:
