@@ -240,7 +240,7 @@ def handle_cast(msg, state):
 """
 
 CONN = """
-from relhandler.runtime import gen_server, self_pid, sockets, supervisor
+from relhandler.runtime import gen_server, sockets, supervisor
 
 VERSION = "{v}"
 
@@ -255,7 +255,7 @@ def init(args):
                        [{{"id": "conn", "start": (__name__, "start_conn", []),
                          "restart": "temporary", "modules": [__name__]}}]))
     reader, writer = args
-    return ("ok", {{"writer": writer, "sock": sockets.active(reader, self_pid()), "lines": 0}})
+    return ("ok", {{"sock": sockets.wrap(reader, writer), "lines": 0}})
 
 
 def start_conn(reader, writer):
@@ -265,7 +265,7 @@ def start_conn(reader, writer):
 def handle_info(msg, state):
     if msg[0] == "tcp":
         n = state["lines"] + 1
-        state["writer"].write(f"{{VERSION}} {{n}} {{msg[2].decode().strip()}}\\n".encode())
+        state["sock"].send(f"{{VERSION}} {{n}} {{msg[2].decode().strip()}}\\n".encode())
         return ("noreply", {{**state, "lines": n}})
     if msg[0] == "tcp_closed":
         return ("stop", "normal", state)
@@ -281,8 +281,8 @@ def handle_cast(msg, state):
 
 
 def terminate(reason, state):
-    if isinstance(state, dict) and "writer" in state:
-        state["writer"].close()
+    if isinstance(state, dict) and "sock" in state:
+        state["sock"].close()
 
 
 def code_change(old_vsn, state, extra):

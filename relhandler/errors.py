@@ -22,6 +22,7 @@ Tree::
     │   ├── CallTimeoutError      call() got no reply in time
     │   ├── CallExitError         the server died during call(); carries ``reason``
     │   ├── NotAProcessError      a process primitive called outside a process
+    │   ├── SocketError           runtime.sockets: closed, not the owner, bad option
     │   └── SysError              sys protocol: suspend/resume/change_code failures
     ├── ReleaseError (1)          release handler refusals and failures
     │   └── InstallError          install failed (rolled back in place, or not)
@@ -53,6 +54,7 @@ __all__ = [
     "ReleaseError",
     "RelhandlerError",
     "RelupError",
+    "SocketError",
     "SysError",
     "TarballError",
     "TranslationError",
@@ -185,6 +187,13 @@ class NotAProcessError(ProcessError):
     task that a process created (a task is not a process)."""
 
     code = "not_a_process"
+
+
+class SocketError(ProcessError):
+    """A socket operation refused: ``closed``, ``not_owner``, ``einval`` (a bad option),
+    ``emsgsize`` (a packet too big for its header)."""
+
+    code = "socket"
 
 
 class SysError(ProcessError):

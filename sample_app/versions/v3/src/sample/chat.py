@@ -1,8 +1,9 @@
 """Chat (echo) connections: one GenServer per TCP connection, under a simple_one_for_one
 supervisor. The socket is *active*: lines arrive as messages, so between lines the process
-sits in the generic loop and an upgrade changes its code without touching the socket."""
+sits in the generic loop and an upgrade changes its code without touching the socket. The
+socket is linked to its process: if the process dies, the client sees the connection close."""
 
-from relhandler.runtime import gen_server, self_pid, sockets, supervisor
+from relhandler.runtime import gen_server, sockets, supervisor
 
 
 def start_conn_sup():
@@ -27,8 +28,8 @@ def init(args):
             ),
         )
     reader, writer = args
-    sock = sockets.active(reader, self_pid())
-    return ("ok", {"writer": writer, "sock": sock, "lines": 0})
+    sock = sockets.wrap(reader, writer)  # owned by this process; lines, active
+    return ("ok", {"sock": sock, "lines": 0})
 
 
 def start_conn(reader, writer):
@@ -42,7 +43,7 @@ def reply(line):
 def handle_info(msg, state):
     if msg[0] == "tcp":
         line = msg[2].decode().rstrip("\n")
-        state["writer"].write((reply(line) + "\n").encode())
+        state["sock"].send((reply(line) + "\n").encode())
         return ("noreply", {**state, "lines": state["lines"] + 1})
     if msg[0] == "tcp_closed":
         return ("stop", "normal", state)
@@ -58,8 +59,8 @@ def handle_cast(msg, state):
 
 
 def terminate(reason, state):
-    if isinstance(state, dict) and "writer" in state:
-        state["writer"].close()
+    if isinstance(state, dict) and "sock" in state:
+        state["sock"].close()
 
 
 def code_change(old_vsn, state, extra):
