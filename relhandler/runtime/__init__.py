@@ -38,6 +38,9 @@ from relhandler.runtime.process import (
     exit as exit,
 )
 from relhandler.runtime.process import (
+    forward as forward,
+)
+from relhandler.runtime.process import (
     link as link,
 )
 from relhandler.runtime.process import (

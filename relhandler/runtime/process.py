@@ -11,7 +11,7 @@ runtime after the current frame is gone (see runtime.md, *Tail calls*).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any, NoReturn
 
 from relhandler.errors import NotAProcessError
@@ -34,6 +34,7 @@ __all__ = [
     "Ref",
     "demonitor",
     "exit",
+    "forward",
     "link",
     "monitor",
     "process_info",
@@ -222,3 +223,41 @@ def registered() -> list[str]:
 def process_info(pid: Pid) -> ProcessInfo | None:
     """A snapshot of a live process, or None."""
     return current_node().info(pid)
+
+
+def forward(source: AsyncIterable[Any], tag: str, *, backlog: int = 256) -> asyncio.Task[None]:
+    """Deliver each item of ``source`` to the calling process as ``(tag, item)``, then
+    ``(tag + "_closed", None)`` at its end, or ``(tag + "_closed", exc)`` if it raised.
+
+    The bridge from an asyncio library to the mailbox (``forward(ws, "ws")`` for a
+    websockets connection): the loop runs in a child task of the caller, in runtime code,
+    so the process's own module code runs only in ``handle_info`` — in its current
+    version — and an upgrade never finds the forwarder in old code (a ``async for`` loop
+    of your own in a task would be old code after the next load, and a purge kills its
+    process). Flow control as for sockets: the task stops taking items while the process
+    has ``backlog`` or more messages queued. Cancelled (and the source's iteration with
+    it) when the process exits; returns the task.
+    """
+    me = _me()
+    return me.node.loop.create_task(_forward(me, source, tag, backlog))  # type: ignore[no-any-return]
+
+
+async def _forward(p: Any, source: AsyncIterable[Any], tag: str, backlog: int) -> None:
+    err: BaseException | None = None
+    try:
+        async for item in source:
+            p.deliver((tag, item))
+            delay = 0.001
+            spins = 0
+            while len(p.mailbox) >= backlog and p.alive:
+                if spins < 3:
+                    spins += 1
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        err = e
+    p.deliver((tag + "_closed", err))

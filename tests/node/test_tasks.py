@@ -287,3 +287,44 @@ async def test_a_connection_handed_to_another_process_follows_it() -> None:
         node._kill(node.processes[b], "kill")
         assert await asyncio.wait_for(seen.get(), 5) == b"|EOF"
         srv.close()
+
+
+async def test_forward_delivers_items_then_closed_and_respects_the_backlog() -> None:
+    from relhandler.runtime import forward
+
+    async with Node() as node:
+        got: list[Any] = []
+        gate = asyncio.Event()
+        made = 0
+
+        async def source() -> Any:
+            nonlocal made
+            for i in range(100):
+                made += 1
+                yield i
+
+        async def failing() -> Any:
+            yield "x"
+            raise ValueError("source broke")
+
+        async def body() -> None:
+            forward(source(), "n", backlog=10)
+            await gate.wait()  # takes nothing: the mailbox may only reach the backlog
+            while True:
+                m = await receive()
+                got.append(m)
+                if m[0] == "n_closed":
+                    break
+            forward(failing(), "f")
+            got.append(await receive())
+            got.append(await receive())
+
+        pid = node.spawn(body)
+        await until(lambda: len(node.processes[pid].mailbox) == 10)
+        await asyncio.sleep(0.05)
+        assert made <= 11 and len(node.processes[pid].mailbox) == 10
+        gate.set()
+        await until(lambda: len(got) == 103)
+        assert got[:101] == [("n", i) for i in range(100)] + [("n_closed", None)]
+        assert got[101] == ("f", "x")
+        assert got[102][0] == "f_closed" and isinstance(got[102][1], ValueError)
