@@ -56,6 +56,7 @@ __all__ = [
     "Packet",
     "Socket",
     "active",
+    "adopt",
     "connect",
     "connect_unix",
     "listen",
@@ -456,6 +457,16 @@ def wrap(
         line_max=line_max,
         packet_size=packet_size,
     )
+
+
+def adopt(stream: asyncio.StreamWriter | asyncio.BaseTransport, owner: Pid | None = None) -> None:
+    """Make ``owner`` (default: the calling process) the owner of a connection it serves
+    without a Socket (say, with its own protocol code over an asyncio stream pair): the
+    connection then closes when *that* process exits, not when the acceptor that opened
+    it does. ``wrap`` does this itself."""
+    node = current_node()
+    tr = stream.transport if isinstance(stream, asyncio.StreamWriter) else stream
+    own_transport(tr, _owner(node, owner))
 
 
 def active(reader: asyncio.StreamReader, owner: Pid, **opts: Any) -> Socket:

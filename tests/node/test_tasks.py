@@ -262,7 +262,8 @@ async def test_a_connection_opened_in_a_process_closes_when_it_is_killed() -> No
 
 
 async def test_a_connection_handed_to_another_process_follows_it() -> None:
-    from relhandler.runtime._kernel import own_transport, transport_owner
+    from relhandler.runtime import sockets
+    from relhandler.runtime._kernel import transport_owner
 
     async with Node() as node:
         srv, port, seen = await _eof_server()
@@ -280,7 +281,7 @@ async def test_a_connection_handed_to_another_process_follows_it() -> None:
         b = node.spawn(keeper)
         await until(lambda: bool(conns) and transport_owner(conns[0].transport) is not None)
         assert transport_owner(conns[0].transport) is node.processes[a]
-        own_transport(conns[0].transport, node.processes[b])
+        sockets.adopt(conns[0], owner=b)
         node._kill(node.processes[a], "kill")
         await asyncio.sleep(0.05)
         assert seen.empty() and not conns[0].transport.is_closing()  # b owns it now
