@@ -259,7 +259,7 @@ class Socket:
             own_transport(tr, None)
             if not tr.is_closing():
                 tr.close()
-        if not self._pump.done():
+        if not self._pump.done() and self._pump is not asyncio.current_task():
             self._pump.cancel()
 
     def peername(self) -> Any:
