@@ -635,12 +635,15 @@ class _TaskFactory:
             owner = ctx.get(_owner_var)
         elif owner is _spawning:
             owner = None  # the process's own task
-        if owner is not None:
+        if owner is not None and ctx is not owner.ctx:
             if not fresh:
                 ctx = ctx.copy()  # never change a context the caller handed in
             ctx.run(_proc_var.set, None)
             ctx.run(_owner_var.set, owner)
             kw["context"] = ctx
+        # (a task made with the process's own Context — the runtime running a callback on
+        # the process's behalf, e.g. an async code_change — runs *as* the process; it is
+        # still recorded, so it ends with the process)
         elif fresh:
             kw.pop("context", None)
         prev = self.prev
