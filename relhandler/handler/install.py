@@ -161,6 +161,7 @@ class _Undo:
     env: dict[str, dict[str, Any]] = field(default_factory=dict)
     states: dict[Pid, Any] = field(default_factory=dict)  # by value, before code_change
     sups: dict[Pid, Any] | None = None  # supervisor snapshots, taken before the first step
+    touched_sups: set[Pid] = field(default_factory=set)  # the script's apply/stop targets
     suspended: dict[Pid, None] = field(default_factory=dict)  # an ordered set
     started_apps: list[str] = field(default_factory=list)
     stopped_apps: list[tuple[str, str]] = field(default_factory=list)
@@ -617,6 +618,9 @@ class Installer:
         if len(args) != 2:
             raise InstallError(f"apply supervisor:{fun} takes [supervisor, id], got {args!r}")
         sup = _resolve_supervisor(self.node, args[0])
+        p = self.node.resolve(sup)
+        if p is not None:
+            self.undo.touched_sups.add(p.pid)
         r = await getattr(rsup, fun)(sup, args[1])
         ok = r == "ok" or (isinstance(r, tuple) and r[0] == "ok")
         if not ok:
@@ -633,6 +637,7 @@ class Installer:
                 continue  # top supervisors are never stopped (OTP)
             for m in mods:
                 if m in pmods:
+                    self.undo.touched_sups.add(_sup)
                     await supervisor.terminate_child(_sup, cid)
                     self.stopped.setdefault(m, []).append((_sup, cid))
 
@@ -659,12 +664,18 @@ class Installer:
             self.node.code.restore(u.snapshot)
         if u.path:
             self.node.code.set_path(u.path)
-        # supervisors first (they read which children run now), then the other states;
-        # a supervisor's state is never assigned directly (its children are reconciled)
-        sups = dict(u.sups or {})
+        # supervisors the script changed first (they read which children run now), then
+        # the other states; a supervisor's state is never assigned directly (its children
+        # are reconciled). Only those: a child another process added to an untouched
+        # supervisor meanwhile is none of the script's doing
+        taken = u.sups or {}
+        sups: dict[Pid, Any] = {}
         for pid, st in u.states.items():
-            if pid not in sups and rsup.snapshot(st) is not None:
-                sups[pid] = st
+            if rsup.snapshot(st) is not None:
+                sups[pid] = taken.get(pid, st)
+        for pid in u.touched_sups:
+            if pid not in sups and pid in taken:
+                sups[pid] = taken[pid]
         for pid, snap in sups.items():
             try:
                 await rsup.restore(pid, snap)
