@@ -15,7 +15,7 @@ import pytest
 from relhandler.errors import SocketError
 from relhandler.runtime import Node, Pid, receive, sockets
 
-from .conftest import until
+from .conftest import CodeDir, until
 
 
 class Peer:
@@ -366,3 +366,52 @@ async def test_tcp_listener_and_bad_options() -> None:
         with pytest.raises(SocketError) as ei:
             await _run_in_process(node, lambda: sockets.connect("127.0.0.1", 1, packet=3))
         assert ei.value.code == "einval"
+
+
+SERVER = """
+from relhandler.runtime import sockets
+
+def init(port):
+    return ("ok", {"port": port, "sock": None, "lines": []})
+
+async def handle_call(req, from_, state):
+    if req == "connect":
+        sock = await sockets.connect("127.0.0.1", state["port"], backlog=20, chunk=2048)
+        return ("reply", "ok", {**state, "sock": sock})
+    if req == "lines":
+        return ("reply", list(state["lines"]), state)
+
+def handle_info(msg, state):
+    if msg[0] == "tcp":
+        state["lines"].append(msg[2])
+    return ("noreply", state)
+"""
+
+
+async def test_a_suspended_genserver_owner_stops_the_reads(code_dir: CodeDir) -> None:
+    from relhandler.runtime import gen_server, sys
+
+    code_dir.write("tcpsrv", SERVER)
+    async with Node() as node, tcp_peer() as (peer, port):
+        node.code.set_path([code_dir.root])
+        pid = await gen_server.start(code_dir.name("tcpsrv"), port)
+        assert await gen_server.call(pid, "connect") == "ok"
+        _r, w = await peer.next()
+        await sys.suspend(pid)
+        total = 16_000
+        pad = b"-" * 1000
+
+        async def sender() -> None:
+            for i in range(total):
+                w.write(b"%06d%s\n" % (i, pad))
+                await w.drain()
+
+        st = asyncio.create_task(sender())
+        await asyncio.sleep(1.0)
+        assert len(node.processes[pid].mailbox) <= 20
+        assert not st.done()
+        await sys.resume(pid)
+        await asyncio.wait_for(st, 30)
+        await until(lambda: len(node.processes[pid].sys.state["lines"]) == total, timeout=30)
+        lines = await gen_server.call(pid, "lines")
+        assert lines == [b"%06d%s\n" % (i, pad) for i in range(total)]
