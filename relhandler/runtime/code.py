@@ -208,7 +208,11 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if found is None:
             return None
         file, is_pkg = found
-        return importlib.machinery.ModuleSpec(fullname, self, origin=str(file), is_package=is_pkg)
+        spec = importlib.machinery.ModuleSpec(fullname, self, origin=str(file), is_package=is_pkg)
+        spec.has_location = True
+        if is_pkg:
+            spec.submodule_search_locations = [str(file.parent)]
+        return spec
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         return self.server.load(spec.name).module

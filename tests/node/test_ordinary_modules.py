@@ -78,3 +78,23 @@ async def test_dataclass_classvar_under_future_annotations_loads(code_dir: CodeD
         assert [f for f in m.Registry.__dataclass_fields__ if f != "ALL"] == ["names"]
         assert m.Registry.__dataclass_fields__["ALL"]._field_type.name == "_FIELD_CLASSVAR"
         assert set(m.hints()) == {"ALL", "names"}
+
+
+async def test_autoloaded_package_has_an_ordinary_spec(code_dir: CodeDir) -> None:
+    import importlib.util
+    import inspect
+
+    pkg = code_dir.name("pkgspec")
+    d = code_dir.root / pkg
+    d.mkdir()
+    (d / "__init__.py").write_text("from . import sub\n")
+    (d / "sub.py").write_text("class K:\n    pass\n")
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        mod = __import__(pkg)
+        assert mod is sys.modules[pkg] is node.code.current(pkg)
+        assert mod.__spec__.submodule_search_locations == [str(d)]
+        assert mod.__path__ == [str(d)]
+        assert importlib.util.find_spec(f"{pkg}.sub") is sys.modules[f"{pkg}.sub"].__spec__
+        assert inspect.getsource(mod.sub.K) == "class K:\n    pass\n"
+        assert mod.sub is node.code.current(f"{pkg}.sub")
