@@ -453,8 +453,8 @@ class CodeServer:
                 self._add_link(src, _Link(v, local, None, val))
         for local, src, attr in p.from_imports:
             e = self._table.get(src)
-            if local in modules or e is None or e.current is None:
-                continue
+            if local in modules or src == v.name or e is None or e.current is None:
+                continue  # a module importing from itself names its own version: local
             val = ns.get(local, _MISSING)
             # only a name still bound to what the import gave (not rebound by the module)
             if val is not _MISSING and e.current.module.__dict__.get(attr, _MISSING) is val:

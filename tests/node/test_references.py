@@ -316,3 +316,33 @@ async def test_rollback_puts_followed_names_back(mods: Mods) -> None:
         node.code.restore(snap)
         assert n.via_from() == ("m", 1) and n.via_module() == ("m", 1)
         assert sys.modules[mods.m] is node.code.current(mods.m)
+
+
+async def test_from_import_of_a_module_from_itself_stays_local(code_dir: CodeDir) -> None:
+    me = code_dir.name("selfimp")
+    src = """
+import {me}
+VERSION = {v}
+
+
+def f():
+    return VERSION
+
+
+from {me} import f as alias  # noqa: E402
+
+
+def via_alias():
+    return alias()
+
+
+def via_module():
+    return {me}.f()
+"""
+    code_dir.write("selfimp", src.format(me=me, v=1))
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        m1 = node.code.current(me)
+        code_dir.write("selfimp", src.format(me=me, v=2))
+        node.code.load(me)
+        assert m1.via_alias() == 1 and m1.via_module() == 2
