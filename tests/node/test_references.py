@@ -346,3 +346,19 @@ def via_module():
         code_dir.write("selfimp", src.format(me=me, v=2))
         node.code.load(me)
         assert m1.via_alias() == 1 and m1.via_module() == 2
+
+
+async def test_a_reexported_function_follows_through_the_reexporting_module(
+    code_dir: CodeDir,
+) -> None:
+    k, m, n = (code_dir.name(x) for x in ("rk", "rm", "rn"))
+    code_dir.write("rk", "def g():\n    return 1\n")
+    code_dir.write("rm", f"from {k} import g\n")
+    code_dir.write("rn", f"from {m} import g\n")
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        nm = node.code.current(n)
+        assert nm.g() == 1
+        code_dir.write("rk", "def g():\n    return 2\n")
+        node.code.load(k)
+        assert node.code.current(m).g() == 2 and nm.g() == 2
