@@ -99,7 +99,7 @@ def init(args: Any) -> Any:
                 {
                     "id": "lifespan",
                     "start": ("relhandler.web.listener", "_start_lifespan", [cfg, shared]),
-                    "shutdown": int(LIFESPAN_TIMEOUT * 1000),
+                    "shutdown": LIFESPAN_TIMEOUT,  # seconds, as everywhere in the Python API
                     # a purge that kills it must not restart the listener (one_for_all)
                     "restart": "temporary",
                     "modules": [cfg.module],
@@ -130,7 +130,10 @@ def init(args: Any) -> Any:
                         "id": "conn",
                         "start": ("relhandler.web.listener", "_start_conn", [cfg, shared]),
                         "restart": "temporary",
-                        "shutdown": "brutal_kill",
+                        # a timeout, not brutal_kill: a simple_one_for_one supervisor sends
+                        # its children `shutdown` at termination (OTP) and kills them only
+                        # after this; they trap exits, so terminate sends the close frame
+                        "shutdown": 5.0,
                         "modules": [cfg.module],
                     }
                 ],
