@@ -364,7 +364,8 @@ class Socket:
     async def _run(self) -> None:
         try:
             while True:
-                await self._deliverable()
+                if self._active is False or len(self.owner.mailbox) >= self.backlog:
+                    await self._deliverable()  # (checked here first: no await per frame)
                 f = self._frame()
                 if f is None:
                     if self._eof:
