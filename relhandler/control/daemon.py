@@ -211,6 +211,8 @@ class NodeMain:
         finally:
             if server is not None:
                 await server.close()
+            if self.handler is not None:
+                await self.handler.settle()  # an accepted install ends before the apps stop
             if isinstance(self.node.apps, AppController):
                 await self.node.apps.stop_all()
             await self.node.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -61,15 +63,27 @@ async def run_in_process(node: Node, fn: Any, *args: Any) -> Any:
 
 
 def make_ops(main: NodeMain) -> dict[str, Op]:
-    """The node's own ops; the release handler adds its own to the same dict."""
+    """The node's own ops; the release handler adds its own to the same dict.
+
+    ``reload``, ``purge`` and an ``rpc`` that has to load its module change the module
+    table: they take the release handler's lock, so none of them lands in the middle of an
+    install (where code_change would see the wrong old vsn and a rollback would revert it).
+    """
     node = main.node
+
+    def code_lock() -> contextlib.AbstractAsyncContextManager[Any]:
+        h = main.handler
+        return h.lock if h is not None else contextlib.nullcontext()
 
     async def ping(args: dict[str, Any], progress: Progress) -> Any:
         return {"pong": True, "release": main.release_version, "pid": os.getpid()}
 
     async def status(args: dict[str, Any], progress: Progress) -> Any:
         apps = node.apps.which_applications() if node.apps is not None else []
+        run = main.handler.last_install if main.handler is not None else None
         return {
+            # the install under way, or the last one this node ran (None: none since boot)
+            "install": run.to_wire() if run is not None else None,
             "root": str(main.root),
             "pid": os.getpid(),
             "release": {"name": main.release_name, "version": main.release_version},
@@ -93,14 +107,16 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
             file = Path(str(src))
             if not file.is_file():
                 raise InputError(f"--from {file}: no such file")
-        node.code.reload(name, file)
-        return _which(node, name)
+        async with code_lock():
+            node.code.reload(name, file)
+            return _which(node, name)
 
     async def purge(args: dict[str, Any], progress: Progress) -> Any:
         name = _module_arg(args)
-        if args.get("soft"):
-            return {"module": name, "purged": node.code.soft_purge(name)}
-        return {"module": name, "killed": node.code.purge(name)}
+        async with code_lock():
+            if args.get("soft"):
+                return {"module": name, "purged": node.code.soft_purge(name)}
+            return {"module": name, "killed": node.code.purge(name)}
 
     async def which(args: dict[str, Any], progress: Progress) -> Any:
         return _which(node, _module_arg(args))
@@ -111,13 +127,15 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
         fargs = args.get("args", [])
         if not isinstance(fun, str) or not isinstance(fargs, list):
             raise UsageError("rpc needs 'function' (a name) and 'args' (a JSON array)")
+        loads = not node.code.is_loaded(name) and sys.modules.get(name) is None
         try:
             # a managed module goes through the code server (its current version); anything
             # else (stdlib, bundled deps) is an ordinary import
-            try:
-                target = node.code.live(name)
-            except NoSuchModuleError:
-                target = importlib.import_module(name)
+            async with code_lock() if loads else contextlib.nullcontext():
+                try:
+                    target = node.code.live(name)
+                except NoSuchModuleError:
+                    target = importlib.import_module(name)
             fn = getattr(target, fun)
         except (ImportError, AttributeError) as e:
             raise UsageError(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relhandler.errors import UsageError
+from relhandler.handler.boot import BootedRelease
 from relhandler.handler.install import InstallOptions
 from relhandler.handler.release_handler import ReleaseHandler
 
@@ -24,11 +26,12 @@ def _vsn(args: dict[str, Any]) -> str:
 
 
 def _timeout(args: dict[str, Any], key: str) -> float | None:
+    """Seconds; None if not given; ``math.inf`` for ``"infinity"``."""
     v = args.get(key)
     if v is None:
         return None
     if v == "infinity":
-        return None
+        return math.inf
     if not isinstance(v, int | float) or v <= 0:
         raise UsageError(f"{key} must be a number of seconds > 0 or 'infinity', got {v!r}")
     return float(v)
@@ -45,7 +48,13 @@ def _options(args: dict[str, Any]) -> InstallOptions:
 def register(ops: dict[str, Op], main: NodeMain) -> None:
     """Attach a ReleaseHandler to the node and add its ops."""
     assert main.booted is not None
-    h = ReleaseHandler(main.node, main.root, main.booted, main.request_restart)
+
+    def on_current(booted: BootedRelease) -> None:
+        main.booted = booted  # `status` and `ping` say what runs, whoever waits for the reply
+
+    h = ReleaseHandler(
+        main.node, main.root, main.booted, main.request_restart, on_current=on_current
+    )
     main.handler = h
 
     async def releases(args: dict[str, Any], progress: Progress) -> Any:
@@ -61,9 +70,7 @@ def register(ops: dict[str, Op], main: NodeMain) -> None:
         return await h.check_install(_vsn(args), _options(args))
 
     async def install(args: dict[str, Any], progress: Progress) -> Any:
-        result = await h.install(_vsn(args), _options(args), progress)
-        main.booted = h.booted
-        return result
+        return await h.install(_vsn(args), _options(args), progress)
 
     async def make_permanent(args: dict[str, Any], progress: Progress) -> Any:
         return await h.make_permanent(_vsn(args))

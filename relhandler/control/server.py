@@ -1,7 +1,10 @@
 """The node's control server: a Unix socket, cookie challenge–response, JSON frames.
 
 Every connection is served by its own task, so one slow or silent client never stalls the
-node; a client must authenticate within ``AUTH_TIMEOUT`` seconds. A malformed, oversized,
+node; a client must authenticate within ``AUTH_TIMEOUT`` seconds. Progress events are
+best-effort and never block an op; an op's work outlives its connection where it must (an
+install runs in a task of the release handler's, which a dropped or cancelled connection
+does not cancel). A malformed, oversized,
 unauthenticated or truncated frame closes that connection only and changes nothing else.
 """
 
@@ -22,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from relhandler.control.protocol import auth_response, read_frame, write_frame
+from relhandler.control.protocol import auth_response, encode, read_frame, write_frame
 from relhandler.errors import ConfigError, ProtocolError, RelhandlerError
 
 __all__ = ["AUTH_TIMEOUT", "ControlServer", "Op", "Progress", "ensure_cookie", "run_dir"]
@@ -31,6 +34,8 @@ log = logging.getLogger("relhandler.control")
 
 AUTH_TIMEOUT = 5.0
 """Seconds a new connection has to authenticate (``$RELHANDLER_AUTH_TIMEOUT`` overrides)."""
+PROGRESS_BACKLOG = 256 * 1024
+"""Bytes of unsent output past which progress events to a connection are dropped."""
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 Op = Callable[[dict[str, Any], Progress], Awaitable[Any]]
 
@@ -201,7 +206,11 @@ class ControlServer:
         t0 = time.perf_counter()
 
         async def progress(event: dict[str, Any]) -> None:
-            await write_frame(writer, {"id": rid, "event": event})
+            # best-effort and never blocking: an install must not wait on (or fail with) a
+            # client that is gone or has stopped reading; such a client misses events
+            if writer.is_closing() or writer.transport.get_write_buffer_size() > PROGRESS_BACKLOG:
+                return
+            writer.write(encode({"id": rid, "event": event}))
 
         try:
             if not isinstance(op, str) or op not in self.ops:
@@ -216,7 +225,9 @@ class ControlServer:
         except RelhandlerError as e:
             reply = {"id": rid, "error": e.to_wire()}
             outcome = f"error {e.code}"
-        except Exception as e:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # SystemExit from user code ends the op, not the node
             log.exception("control op %s failed", op)
             reply = {
                 "id": rid,

@@ -4,17 +4,27 @@ log: a failure after the point of no return is rolled back in place.
 Before the point of no return everything is read and checked: ``load_object_code`` compiles
 the new code (a syntax error fails here), the old-process check runs, and the *preflight*
 runs every ``code_change`` of the plan on a plain-data copy (``runtime.statecopy``) of each
-affected process's state. After it, each step records what it changes; on any error the
-module table, the process states, the code path and the application specs are put back,
+affected process's state, in a worker thread and under the code_change timeout, so a
+callback that hangs is reported and abandoned while the node keeps serving. After it, each
+step records what it changes; on any error (any ``BaseException``, a cancellation included)
+the module table, the process states, the code path and the application specs are put back,
 every suspended process is resumed, and the error names the instruction and the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
+import gc
+import inspect
 import logging
+import math
 import os
+import queue
 import signal
+import threading
 import time
 import types
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -36,6 +46,7 @@ from relhandler.terms import from_term, to_term
 
 __all__ = [
     "AFTER_PNR",
+    "DEFAULT_CODE_CHANGE",
     "InstallOptions",
     "InstallResult",
     "Installer",
@@ -60,14 +71,17 @@ AFTER_PNR = {
     "point_of_no_return",
 }
 DEFAULT_SUSPEND = 5.0
-YIELD_EVERY = 0.002  # s of preflight work between two turns of the event loop
+DEFAULT_CODE_CHANGE = 5.0
+"""Seconds a ``code_change`` (trial or real) may take unless told otherwise (OTP's sys default)."""
+YIELD_EVERY = 0.002  # s of preflight copying on the loop before the batch goes to the thread
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class InstallOptions:
-    """``install_release`` options; timeouts in seconds (None = infinity)."""
+    """``install_release`` options; timeouts in seconds, ``None`` = not given (the relup's
+    timeout for the module, else the default), ``math.inf`` = infinity."""
 
     suspend_timeout: float | None = None
     code_change_timeout: float | None = None
@@ -88,6 +102,158 @@ def _tag(i: Any) -> str:
 
 def _text(i: Any) -> str:
     return " ".join(map(str, from_term(i)))
+
+
+def _seconds(t: float | None) -> float | None:
+    """An option's seconds for asyncio: ``math.inf`` (infinity) becomes None."""
+    return None if t is None or math.isinf(t) else t
+
+
+# -- the cyclic collector ---------------------------------------------------------------
+# A full GC pass over a big node costs tens of ms: the collector is off while the script
+# does its own work (the pause window), and back on around every wait whose length the
+# install does not control (busy processes, async callbacks, applications starting or
+# stopping), so a long wait never runs the whole node without it.
+_collector_paused = False
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep the cyclic collector off for the block (if it was on)."""
+    global _collector_paused
+    if _collector_paused or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    _collector_paused = True
+    try:
+        yield
+    finally:
+        _collector_paused = False
+        gc.enable()
+
+
+@contextlib.contextmanager
+def collector_running() -> Iterator[None]:
+    """Turn the collector back on for a wait inside ``collector_paused``."""
+    if not _collector_paused:
+        yield
+        return
+    gc.enable()
+    try:
+        yield
+    finally:
+        if _collector_paused:
+            gc.disable()
+
+
+# -- the preflight's worker thread ------------------------------------------------------
+class _Runaway(Exception):
+    """A trial callback did not return within its timeout (its thread is abandoned)."""
+
+    def __init__(self, index: int, elapsed: float) -> None:
+        super().__init__(index, elapsed)
+        self.index = index
+        self.elapsed = elapsed
+
+
+def _settle(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class _TrialThread:
+    """Runs the preflight's callbacks (new module code, trial ``code_change``) off the loop.
+
+    One daemon thread per preflight: the loop keeps serving while user code runs, and a
+    callback that overruns its timeout is abandoned (a thread cannot be stopped; it runs on
+    until the callback returns, and then exits). Not the loop's executor: its threads are
+    joined at exit, so one runaway would keep the node from ever stopping.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._jobs: queue.SimpleQueue[
+            tuple[list[Callable[[], Any]], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._ctx = contextvars.copy_context()  # current_node() works in the callbacks
+        self.started = 0.0  # perf_counter when the running callback began; 0 when idle
+        self.index = 0
+        self._abandoned = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="relhandler-preflight")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _main(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._abandoned.is_set():
+                return
+            calls, fut = job
+            out: list[tuple[bool, Any]] = []
+            for i, call in enumerate(calls):
+                if self._abandoned.is_set():
+                    return
+                self.index = i
+                self.started = time.perf_counter()
+                try:
+                    out.append((True, self._ctx.run(call)))
+                except BaseException as e:  # SystemExit too: new code must not end the node
+                    out.append((False, e))
+            self.started = 0.0
+            if self._abandoned.is_set():
+                return
+            try:
+                self._loop.call_soon_threadsafe(_settle, fut, out)
+            except RuntimeError:  # the loop is closed: the node is gone
+                return
+
+    async def run(
+        self, calls: list[Callable[[], Any]], timeout: float | None
+    ) -> list[tuple[bool, Any]]:
+        """``[(True, value) | (False, exception)]`` per call; ``_Runaway`` on a timeout."""
+        fut: asyncio.Future[list[tuple[bool, Any]]] = self._loop.create_future()
+        self._jobs.put((calls, fut))
+        try:
+            while True:
+                started, index = self.started, self.index
+                if timeout is None:
+                    left = None
+                elif started:
+                    left = started + timeout - time.perf_counter()
+                    if left <= 0 and self.started == started:
+                        self._abandoned.set()
+                        raise _Runaway(index, time.perf_counter() - started)
+                else:
+                    left = timeout  # not started yet
+                await asyncio.wait([fut], timeout=None if left is None else max(left, 0.001))
+                if fut.done():
+                    return fut.result()
+        except BaseException:
+            if not fut.done():
+                self._abandoned.set()  # cancelled: the thread stops after its current call
+            raise
+
+    def close(self) -> None:
+        """Let the thread end (at once if idle, else when its callback returns)."""
+        self._jobs.put(None)
+
+
+def _trial_code_change(
+    f: Callable[..., Any], ctx: contextvars.Context | None, args: tuple[Any, ...]
+) -> None:
+    """One trial ``code_change`` (in the worker thread), by the behaviour's own contract
+    (``SysState.code_change_with``), in the process's context; raises what the real one
+    would."""
+    r = f(*args) if ctx is None else ctx.run(f, *args)
+    if isinstance(r, types.CoroutineType):
+        r.close()  # async code_change: not run by the preflight
+
+
+def _being_cancelled() -> bool:
+    """True if the running task has a cancellation under way (not user code raising one)."""
+    t = asyncio.current_task()
+    return t is not None and t.cancelling() > 0
 
 
 def _spec_groups(node: Node) -> Iterator[tuple[Pid | None, Any, list[Pid], Any]]:
@@ -203,6 +369,26 @@ class Installer:
         self.stopped: dict[str, list[tuple[Pid, Any]]] = {}
         self.undo = _Undo()
         self.result = InstallResult()
+        # a module's timeout in the relup (its `update`'s `timeout`, carried by the suspend
+        # entry), used for its code_change too: OTP's relup has no code_change timeout
+        self._instr_timeout: dict[str, Any] = {}
+        for i in self.terms:
+            if _tag(i) == "suspend":
+                for e in i[1]:
+                    if isinstance(e, tuple):
+                        self._instr_timeout[e[0]] = e[1]
+
+    def code_change_timeout(self, mod: str) -> float | None:
+        """Seconds ``mod``'s code_change may take (None = infinity): ``--code-change-timeout``,
+        else the relup instruction's timeout for ``mod``, else ``DEFAULT_CODE_CHANGE``."""
+        if self.opts.code_change_timeout is not None:
+            return _seconds(self.opts.code_change_timeout)
+        t = self._instr_timeout.get(mod, "default")
+        if t == "default":
+            return DEFAULT_CODE_CHANGE
+        if t == "infinity":
+            return None
+        return float(t) / 1000.0
 
     # -- checks before the point of no return ------------------------------------------
     def _split(self) -> tuple[list[Any], list[Any]]:
@@ -259,7 +445,9 @@ class Installer:
                     await self._apply(i)
                 except RelhandlerError:
                     raise
-                except Exception as e:
+                except BaseException as e:
+                    if isinstance(e, asyncio.CancelledError) and _being_cancelled():
+                        raise
                     raise InstallError(
                         f"apply {_text(i)} before point_of_no_return raised "
                         f"{type(e).__name__}: {e}",
@@ -267,40 +455,75 @@ class Installer:
                     ) from e
 
     async def preflight(self) -> list[dict[str, Any]]:
-        """Run each planned code_change on a deep copy of each affected process's state."""
+        """Run each planned code_change on a deep copy of each affected process's state.
+
+        New module code and every sync ``code_change`` run in a worker thread, each under its
+        module's code_change timeout: a failure or a ``BaseException`` (``SystemExit`` too) is
+        a row of the result, and a callback that overruns is a row too and ends the preflight
+        (abandoned in its thread), while the node keeps serving."""
         import sys as _sys
 
+        worker = _TrialThread()
         # modules the relup adds are not importable yet: give the scratch copies of the new
         # code a scratch copy of them to import, removed again below
         added: list[str] = []
-        for name, prep in self.prepared.items():
-            if name not in _sys.modules:
-                try:
-                    _sys.modules[name] = _scratch_module(prep)
-                    added.append(name)
-                except Exception:
-                    log.warning("preflight: cannot execute new module %s", name, exc_info=True)
         try:
-            return await self._preflight()
+            for name in self.prepared:
+                if name in _sys.modules:
+                    continue
+                try:
+                    m = await self._scratch(worker, name)
+                except _Runaway as r:
+                    return [self._runaway_row(-1, name, "-", "new code of", r)]
+                except Exception as e:
+                    log.warning("preflight: cannot execute new module %s: %r", name, e)
+                    continue
+                except BaseException as e:
+                    if isinstance(e, asyncio.CancelledError) and _being_cancelled():
+                        raise
+                    log.warning("preflight: new module %s raised %r", name, e)
+                    continue
+                _sys.modules[name] = m
+                added.append(name)
+            return await self._preflight(worker)
         finally:
+            worker.close()
             for name in added:
                 _sys.modules.pop(name, None)
 
-    async def _preflight(self) -> list[dict[str, Any]]:
+    def _runaway_row(self, k: int, mod: str, pid: str, what: str, r: _Runaway) -> dict[str, Any]:
+        t = self.code_change_timeout(mod)
+        log.error(
+            "preflight: %s %s (process %s) did not return within %ss; abandoned in its thread",
+            what,
+            mod,
+            pid,
+            t,
+        )
+        return {
+            "instruction": k,
+            "module": mod,
+            "pid": pid,
+            "error": f"{what} {mod} did not return within {t}s (a runaway, abandoned; if it "
+            f"is only slow, raise --code-change-timeout)",
+            "timeout": True,
+        }
+
+    async def _preflight(self, worker: _TrialThread) -> list[dict[str, Any]]:
         failures: list[dict[str, Any]] = []
-        last_yield = time.perf_counter()
         code = self.node.code
         scratch: dict[str, types.ModuleType] = {}
         loaded_before: set[str] = set()
         index = _process_index(self.node)
 
-        def code_of(m: str) -> Any:
+        async def code_of(m: str) -> Any:
             """The code of ``m`` a code_change at this point of the script runs: the new
-            (prepared, scratch) code once the script has loaded it, else the current."""
+            (prepared, scratch) code once the script has loaded it, else the current.
+            Raises what the new code's top level raised; ``_Runaway`` if it hangs."""
             if m in loaded_before and m in self.prepared:
                 sm = scratch.get(m)
                 if sm is None:
-                    sm = scratch[m] = _scratch_module(self.prepared[m])
+                    sm = scratch[m] = await self._scratch(worker, m)
                 return sm
             return code.current(m) if code.is_loaded(m) else None
 
@@ -313,9 +536,15 @@ class Installer:
             mode = i[1] if len(i) == 3 else "up"
             for mod, extra in i[-1]:
                 pids = index.get(mod, [])
+                timeout = self.code_change_timeout(mod)
                 try:
-                    fn_mod = code_of(mod)
-                except Exception as e:
+                    fn_mod = await code_of(mod)
+                except _Runaway as r:
+                    failures.append(self._runaway_row(k, mod, "-", "new code of", r))
+                    return failures
+                except BaseException as e:
+                    if isinstance(e, asyncio.CancelledError) and _being_cancelled():
+                        raise
                     failures.append(
                         {
                             "instruction": k,
@@ -329,45 +558,108 @@ class Installer:
                 if fn_mod is None:
                     continue
                 vsn = self._code_change_vsn(mode, mod, before_load=mod not in loaded_before)
-                for pid in pids:
-                    if time.perf_counter() - last_yield > YIELD_EVERY:
-                        # nothing is suspended yet: let the node serve calls meanwhile
-                        await asyncio.sleep(0)
-                        last_yield = time.perf_counter()
-                    p = self.node.processes.get(pid)
-                    if p is None or not isinstance(p.sys, rsys.SysState):
-                        continue
-                    try:
+                todo = [
+                    p
+                    for p in map(self.node.processes.get, pids)
+                    if p is not None and isinstance(p.sys, rsys.SysState)
+                ]
+                # OTP: a supervisor's own code_change re-runs *its callback module's* init
+                # (the one loaded by then: the new code up, the old code down)
+                sup_code: dict[str, Any] = {}
+                for p in todo:
+                    cm = p.sys.module if isinstance(p.sys, rsys.SysState) else mod
+                    if p.behaviour == "supervisor" and cm != mod and cm not in sup_code:
+                        try:
+                            sup_code[cm] = await code_of(cm)
+                        except _Runaway as r:
+                            failures.append(self._runaway_row(k, cm, str(p.pid), "new code of", r))
+                            return failures
+                        except BaseException as e:
+                            if isinstance(e, asyncio.CancelledError) and _being_cancelled():
+                                raise
+                            sup_code[cm] = e
+                n = 0
+                while n < len(todo):
+                    # copy a chunk of live states on the loop (nothing is suspended yet, so
+                    # only here do they hold still), then run its code_changes in the thread
+                    batch: list[Pid] = []
+                    calls: list[Callable[[], Any]] = []
+                    t0 = time.perf_counter()
+                    while n < len(todo) and (not batch or time.perf_counter() - t0 < YIELD_EVERY):
+                        p = todo[n]
+                        n += 1
+                        if not p.alive or not isinstance(p.sys, rsys.SysState):
+                            continue
                         cb = fn_mod
                         if p.behaviour == "supervisor":
-                            # OTP: a supervisor's own code_change re-runs *its callback
-                            # module's* init (the one loaded by then: the new code up, the
-                            # old code down); it never mutates the state, so no copy
+                            # it never mutates the state, so no copy
                             cm = p.sys.module
-                            cb = fn_mod if cm == mod else code_of(cm)
+                            cb = fn_mod if cm == mod else sup_code[cm]
+                            if isinstance(cb, BaseException):
+                                failures.append(
+                                    {
+                                        "instruction": k,
+                                        "module": mod,
+                                        "pid": str(p.pid),
+                                        "error": f"new code of {cm} raised while loading: "
+                                        f"{type(cb).__name__}: {cb}",
+                                    }
+                                )
+                                continue
                             state = p.sys.state
                         else:
                             state = trial_copy(p.sys.state)
+                        batch.append(p.pid)
                         # the behaviour knows its code_change contract (gen_statem: state
                         # and data; gen_event: each handler of the module); it runs in the
-                        # process's context (a copy: the preflight may run off the loop)
-                        ctx = p.ctx.copy() if p.ctx is not None else None
-                        args = (cb, mod, vsn, state, extra)
-                        f = p.sys.code_change_with
-                        r = f(*args) if ctx is None else ctx.run(f, *args)
-                        if isinstance(r, types.CoroutineType):
-                            r.close()  # async code_change: not run by the preflight
-                            continue
-                    except Exception as e:
-                        failures.append(
-                            {
-                                "instruction": k,
-                                "module": mod,
-                                "pid": str(pid),
-                                "error": f"{type(e).__name__}: {e}",
-                            }
+                        # process's context (a copy: the thread enters it)
+                        calls.append(
+                            functools.partial(
+                                _trial_code_change,
+                                p.sys.code_change_with,
+                                p.ctx.copy() if p.ctx is not None else None,
+                                (cb, mod, vsn, state, extra),
+                            )
                         )
+                    try:
+                        outcomes = await worker.run(calls, timeout)
+                    except _Runaway as r:
+                        failures.append(
+                            self._runaway_row(k, mod, str(batch[r.index]), "code_change of", r)
+                        )
+                        return failures
+                    for pid, (ok, err) in zip(batch, outcomes, strict=True):
+                        if not ok:
+                            failures.append(
+                                {
+                                    "instruction": k,
+                                    "module": mod,
+                                    "pid": str(pid),
+                                    "error": f"{type(err).__name__}: {err}",
+                                }
+                            )
         return failures
+
+    async def _scratch(self, worker: _TrialThread, name: str) -> types.ModuleType:
+        """Execute the new code of ``name`` in a scratch module, in the worker thread."""
+        import sys as _sys
+
+        live = _sys.modules.get(name)
+        try:
+            ((ok, m),) = await worker.run(
+                [functools.partial(_scratch_module, self.prepared[name])],
+                self.code_change_timeout(name),
+            )
+        except _Runaway:
+            # the scratch module sits in sys.modules while it executes: put the live one back
+            if live is None:
+                _sys.modules.pop(name, None)
+            else:
+                _sys.modules[name] = live
+            raise
+        if not ok:
+            raise m
+        return m  # type: ignore[no-any-return]
 
     def _code_change_vsn(self, mode: str, mod: str, *, before_load: bool) -> Any:
         if mode == "down":
@@ -393,8 +685,12 @@ class Installer:
     async def execute(self, crash_after: int | None = None) -> InstallResult:
         """Evaluate the script from the point of no return; roll back on failure.
 
-        The caller keeps the garbage collector off around it (ReleaseHandler.install does,
-        for the whole install): a full pass over a big node costs tens of ms."""
+        The cyclic collector is off while the script runs (``collector_paused``), and on
+        during the waits it does not control."""
+        with collector_paused():
+            return await self._execute(crash_after)
+
+    async def _execute(self, crash_after: int | None) -> InstallResult:
         _, after = self._split()
         offset = len(self.terms) - len(after)
         self._snap_sups()
@@ -403,15 +699,23 @@ class Installer:
             t0 = time.perf_counter()
             try:
                 await self._step(i)
-            except Exception as e:
+            except BaseException as e:
+                # any BaseException: new code raising SystemExit or KeyboardInterrupt fails the
+                # install like any error; a cancellation (the node stopping) rolls back too
+                cancelled = isinstance(e, asyncio.CancelledError) and _being_cancelled()
                 cause = e.message if isinstance(e, RelhandlerError) else f"{type(e).__name__}: {e}"
                 log.error(
-                    "install failed at instruction %d (%s): %s; rolling back", k, _text(i), cause
+                    "install failed at instruction %d (%s): %s; rolling back",
+                    k,
+                    _text(i),
+                    "cancelled" if cancelled else cause,
                 )
                 try:
                     await self.rollback()
-                except Exception as rb:
+                except BaseException as rb:
                     log.exception("rollback failed")
+                    if cancelled:
+                        raise
                     raise InstallError(
                         f"instruction {k} ({_text(i)}) failed: {cause}; the rollback failed "
                         f"too ({type(rb).__name__}: {rb}); the node restarts on the permanent "
@@ -419,6 +723,8 @@ class Installer:
                         code="rollback_failed",
                         details={"instruction": k, "text": _text(i)},
                     ) from e
+                if cancelled:
+                    raise
                 raise InstallError(
                     f"instruction {k} ({_text(i)}) failed: {cause}; rolled back in place, the "
                     f"node still runs the old release",
@@ -433,7 +739,14 @@ class Installer:
             self.result.steps.append(step)
             log.info("install step %d %s: %.2f ms", k, _text(i), ms)
             if self.progress is not None:
-                await self.progress({"message": f"[{k + 1}/{len(self.terms)}] {_text(i)}", **step})
+                # best-effort: a client that is gone or stuck must not stop the install
+                try:
+                    await self.progress(
+                        {"message": f"[{k + 1}/{len(self.terms)}] {_text(i)}", **step}
+                    )
+                except Exception:
+                    log.info("install: progress listener failed; no more progress events")
+                    self.progress = None
             if crash_after is not None and k == crash_after:
                 os.kill(os.getpid(), signal.SIGKILL)  # test hook: crash right after step k
             # a turn of the loop between instructions: processes resumed by this step run
@@ -475,12 +788,14 @@ class Installer:
             mode = i[1] if len(i) == 3 else "up"
             for mod, extra in i[-1]:
                 await self._code_change(mode, mod, extra)
-        elif tag == "apply":
-            await self._apply(i)
-        elif tag == "stop":
-            await self._stop(i[1])
-        elif tag == "start":
-            await self._start(i[1])
+        elif tag in ("apply", "stop", "start"):
+            with collector_running():  # user code, applications and children: waits
+                if tag == "apply":
+                    await self._apply(i)
+                elif tag == "stop":
+                    await self._stop(i[1])
+                else:
+                    await self._start(i[1])
         elif tag == "sync_nodes":
             pass  # one node: every peer has reached the barrier (see docs/release-handler.md)
         elif tag == "restart_emulator":
@@ -527,7 +842,7 @@ class Installer:
         for e in entries:
             mod, t = e if isinstance(e, tuple) else (e, "default")
             if self.opts.suspend_timeout is not None:
-                timeout: float | None = self.opts.suspend_timeout
+                timeout: float | None = _seconds(self.opts.suspend_timeout)
             elif t == "default":
                 timeout = DEFAULT_SUSPEND
             elif t == "infinity":
@@ -538,7 +853,8 @@ class Installer:
             pids = index.get(mod, [])
             if done:
                 pids = [p for p in pids if p not in done]
-            res = await rsys.suspend_many(pids, timeout)
+            with collector_running():  # may wait for busy processes
+                res = await rsys.suspend_many(pids, timeout)
             self.suspended.setdefault(mod, []).extend(res.suspended)
             done.update(dict.fromkeys(res.suspended))
             self.result.touched[mod] = self.result.touched.get(mod, 0) + len(res.suspended)
@@ -557,15 +873,20 @@ class Installer:
         if not pids:
             return
         vsn = self._code_change_vsn(mode, mod, before_load=mod not in self.old_vsn)
-        errors = await rsys.change_code_many(
-            pids,
-            mod,
-            vsn,
-            extra,
-            self.opts.code_change_timeout,
-            before=self.undo.states,
-            copy=_undo_copy,
-        )
+        code = self.node.code
+        fn = getattr(code.current(mod), "code_change", None) if code.is_loaded(mod) else None
+        # an async code_change is a wait: the collector runs; sync ones are the pause window
+        gc_on = collector_running() if inspect.iscoroutinefunction(fn) else contextlib.nullcontext()
+        with gc_on:
+            errors = await rsys.change_code_many(
+                pids,
+                mod,
+                vsn,
+                extra,
+                self.code_change_timeout(mod),
+                before=self.undo.states,
+                copy=_undo_copy,
+            )
         if errors:
             pid, err = errors[0]
             raise InstallError(
@@ -650,6 +971,10 @@ class Installer:
 
     async def rollback(self) -> None:
         """Put code, states, path and app specs back; resume everyone suspended."""
+        with collector_running():  # rare, and it may wait for applications
+            await self._rollback()
+
+    async def _rollback(self) -> None:
         if os.environ.get("RELHANDLER_TEST_FAIL_ROLLBACK"):
             raise RuntimeError("rollback failure injected by RELHANDLER_TEST_FAIL_ROLLBACK")
         u = self.undo

@@ -6,22 +6,26 @@ and writes ``RELEASES.toml`` / ``start.toml`` through :mod:`relhandler.handler.s
 change under the intent journal (:mod:`relhandler.handler.journal`). Memory follows disk: the
 in-memory view is re-read from the disk after every operation, failed or not. Disk work runs
 on one worker thread, so a big unpack or remove never stalls the node.
+
+An install, once accepted, belongs to the node: it runs in a task of its own, shielded from
+the connection that asked for it, and ends installed or rolled back whatever happens to the
+client. Its progress and outcome are kept (:class:`InstallRun`) for ``status`` and for a
+client that asks for the same install again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relhandler.errors import InstallError, ReleaseError
+from relhandler.errors import InstallError, ReleaseError, RelhandlerError
 from relhandler.handler import journal, store
 from relhandler.handler import unpack as unpacking
 from relhandler.handler.boot import BootedRelease, code_path, load_release
@@ -32,7 +36,7 @@ from relhandler.release.tarball import DEFAULT_LIMITS
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
 
-__all__ = ["ReleaseHandler"]
+__all__ = ["InstallRun", "ReleaseHandler"]
 
 log = logging.getLogger("relhandler.release_handler")
 
@@ -54,17 +58,88 @@ def _refuse_on(failures: list[dict[str, Any]]) -> None:
     )
 
 
+@dataclass(slots=True, eq=False)
+class InstallRun:
+    """One install the node accepted: under way, or how it ended (what ``status`` shows).
+
+    ``state``: ``running``, then ``installed``, ``refused`` (nothing was changed),
+    ``rolled_back`` (failed after the point of no return, rolled back in place) or
+    ``failed`` (the rollback failed too: the node restarts on the permanent release).
+    """
+
+    version: str
+    from_vsn: str
+    dry_run: bool
+    state: str = "running"
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    step: str | None = None  # the last progress message
+    past_pnr: bool = False
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    listeners: list[Progress] = field(default_factory=list)
+    task: asyncio.Task[dict[str, Any]] | None = None
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        """Pass a progress event to the clients following; one that fails is dropped."""
+        self.step = str(event.get("message", self.step))
+        for fn in list(self.listeners):
+            try:
+                await fn(event)
+            except Exception:
+                if fn in self.listeners:
+                    self.listeners.remove(fn)
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": self.version,
+            "from": self.from_vsn,
+            "state": self.state,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "step": self.step,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def _unexpected(vsn: str, e: BaseException) -> InstallError:
+    """A non-relhandler exception out of an install (``SystemExit`` from new code, ...)."""
+    return InstallError(f"install of {vsn} failed: {type(e).__name__}: {e}", code="install_failed")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # nobody may be left to await the task (its clients gone): mark its exception seen
+    if not task.cancelled():
+        task.exception()
+
+
 class ReleaseHandler:
-    """Release lifecycle for one node (``main.handler``)."""
+    """Release lifecycle for one node (``main.handler``).
+
+    ``lock`` serialises every release-handler operation; the node's code loading (reload,
+    purge, an rpc that loads a module) takes it too (control/node_ops.py), so nothing
+    changes the module table under an install.
+    """
 
     def __init__(
-        self, node: Node, root: Path, booted: BootedRelease, request_restart: Callable[[], None]
+        self,
+        node: Node,
+        root: Path,
+        booted: BootedRelease,
+        request_restart: Callable[[], None],
+        *,
+        lock: asyncio.Lock | None = None,
+        on_current: Callable[[BootedRelease], None] | None = None,
     ) -> None:
         self.node = node
         self.root = root
         self.booted = booted
         self.request_restart = request_restart
-        self.lock = asyncio.Lock()
+        self.lock = lock if lock is not None else asyncio.Lock()
+        self.on_current = on_current
+        self.last_install: InstallRun | None = None  # the running install, or the last one
         self.unpurged: dict[str, str] = {}
         rels = store.read_releases(root)
         vsn = booted.release.version
@@ -213,8 +288,13 @@ class ReleaseHandler:
         async with self.lock:
             self.node.bind()
             inst, _target, mode, other = self._installer(vsn, opts or InstallOptions(), None)
-            inst.check()
-            failures = await inst.preflight()
+            try:
+                inst.check()
+                failures = await inst.preflight()
+            except (RelhandlerError, asyncio.CancelledError):
+                raise
+            except BaseException as e:
+                raise _unexpected(vsn, e) from e
             out = {
                 "version": vsn,
                 "from": self.current,
@@ -229,25 +309,97 @@ class ReleaseHandler:
     async def install(
         self, vsn: str, opts: InstallOptions, progress: Progress | None = None
     ) -> dict[str, Any]:
-        """Upgrade or downgrade the running node to ``vsn`` (rolled back in place on error)."""
-        async with self.lock:
-            # a full GC pass over a big node costs tens of ms and the preflight's copies
-            # trigger them: keep the collector off for the whole install (refcounting still
-            # frees everything acyclic), so it pauses neither the install nor the callers
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
-                return await self._install(vsn, opts, progress)
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
+        """Upgrade or downgrade the running node to ``vsn`` (rolled back in place on error).
 
-    async def _install(
-        self, vsn: str, opts: InstallOptions, progress: Progress | None
-    ) -> dict[str, Any]:
+        The install runs in a task of the node's: cancelling the caller (a client gone, its
+        connection dropped) stops only the following, never the install. A call for an
+        install of ``vsn`` already under way follows that one."""
+        run = self.last_install
+        if (
+            run is not None
+            and run.task is not None
+            and not run.task.done()
+            and (run.version, run.dry_run) == (vsn, opts.dry_run)
+        ):
+            return await self._follow(run, progress)
+        await self.lock.acquire()  # cancelled while waiting here: nothing was accepted
+        try:
+            last = self.last_install
+            if (
+                not opts.dry_run
+                and last is not None
+                and last.result is not None
+                and last.version == vsn == self.current
+            ):
+                # a client that lost the reply asks again: the outcome, not an error
+                self.lock.release()
+                return {**last.result, "already": True}
+            run = InstallRun(vsn, self.current, opts.dry_run)
+            if progress is not None:
+                run.listeners.append(progress)
+            run.task = asyncio.get_running_loop().create_task(
+                self._owned(run, opts), name=f"install {vsn}"
+            )
+        except BaseException:
+            self.lock.release()
+            raise
+        run.task.add_done_callback(_retrieve)
+        if not opts.dry_run:
+            self.last_install = run
+        return await self._follow(run, None)
+
+    async def _follow(self, run: InstallRun, progress: Progress | None) -> dict[str, Any]:
+        assert run.task is not None
+        if progress is not None:
+            run.listeners.append(progress)
+            if run.step is not None:
+                await run.emit({"message": f"install of {run.version} under way: {run.step}"})
+        try:
+            return await asyncio.shield(run.task)
+        finally:
+            if progress is not None and progress in run.listeners:
+                run.listeners.remove(progress)
+
+    async def settle(self) -> None:
+        """Wait for an install under way to end (the node stops only after it)."""
+        run = self.last_install
+        if run is not None and run.task is not None and not run.task.done():
+            log.warning("stopping: waiting for the install of %s to finish", run.version)
+            await asyncio.wait([run.task])  # its outcome is the install's, not the stop's
+
+    async def _owned(self, run: InstallRun, opts: InstallOptions) -> dict[str, Any]:
+        """The install task's body: never lets a BaseException of new code reach the loop."""
+        try:
+            result = await self._install(run, opts)
+        except asyncio.CancelledError:
+            run.state = "rolled_back" if run.past_pnr else "refused"
+            run.error = {"code": "cancelled", "message": "the node stopped during the install"}
+            raise
+        except BaseException as e:
+            err = e if isinstance(e, RelhandlerError) else _unexpected(run.version, e)
+            if not run.past_pnr:
+                run.state = "refused"
+            else:
+                run.state = "failed" if err.code == "rollback_failed" else "rolled_back"
+            run.error = err.to_wire()
+            log.info("install of %s ended %s: %s", run.version, run.state, err.message)
+            if err is e:
+                raise
+            raise err from e
+        else:
+            run.state = "installed"
+            run.result = result
+            return result
+        finally:
+            run.finished_at = time.time()
+            run.listeners.clear()
+            self.lock.release()
+
+    async def _install(self, run: InstallRun, opts: InstallOptions) -> dict[str, Any]:
         self.node.bind()
+        vsn = run.version
         t0 = time.perf_counter()
-        inst, target, mode, other = self._installer(vsn, opts, progress)
+        inst, target, mode, other = self._installer(vsn, opts, run.emit)
         if inst.terms and inst.terms[0] == "restart_new_emulator":
             if opts.dry_run:
                 return {"dry_run": True, "restart": True, "steps": inst.dry_run()}
@@ -279,6 +431,7 @@ class ReleaseHandler:
                 "steps": inst.dry_run(),
             }
         await inst.run_before_pnr()
+        run.past_pnr = True  # from here on a failure is rolled back
         crash = os.environ.get("RELHANDLER_TEST_CRASH_AFTER")
         old_env = (
             {n: dict(la.env) for n, la in self.node.apps.loaded.items()}
@@ -308,6 +461,8 @@ class ReleaseHandler:
             await inst.rollback()
             raise
         self.booted = target
+        if self.on_current is not None:
+            self.on_current(target)
         self.releases = self._view()
         self.unpurged.update(result.unpurged)
         if self.unpurged and self._purger is None:
@@ -316,7 +471,12 @@ class ReleaseHandler:
             new_env = {n: la.env for n, la in self.node.apps.loaded.items()}
             for n, la in self.node.apps.loaded.items():
                 la.env = old_env.get(n, la.env)
-            await self.node.apps.change_config(new_env)
+            try:
+                await self.node.apps.change_config(new_env)
+            except BaseException as e:  # installed already: a config_change must not undo it
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                log.error("installed %s, but config_change raised %s: %s", vsn, type(e).__name__, e)
         t_end = time.perf_counter()
         total = (t_end - t0) * 1000
         log.info(
@@ -348,9 +508,10 @@ class ReleaseHandler:
         # OTP: modules whose post-purge is soft_purge are soft-purged every 10 s
         while self.unpurged:
             await asyncio.sleep(10)
-            for m, post in list(self.unpurged.items()):
-                if post == "soft_purge" and self.node.code.soft_purge(m):
-                    del self.unpurged[m]
+            async with self.lock:  # code loading and purging share the handler's lock
+                for m, post in list(self.unpurged.items()):
+                    if post == "soft_purge" and self.node.code.soft_purge(m):
+                        del self.unpurged[m]
         self._purger = None
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -235,6 +235,7 @@ async def suspend_many(pids: Iterable[Pid], timeout: float | None = 5.0) -> Susp
     done: list[Pid] = []
     skipped: list[tuple[Pid, str]] = []
     waiting: list[tuple[SysState, asyncio.Future[None]]] = []
+    fresh: list[Pid] = []  # suspended by this call
     now = time.perf_counter()
     for pid in pids:
         p = node.resolve(pid)
@@ -252,10 +253,22 @@ async def suspend_many(pids: Iterable[Pid], timeout: float | None = 5.0) -> Susp
             s.suspended = True
             s.suspended_at = now
             done.append(pid)
+            fresh.append(pid)
             continue
         waiting.append((s, s.request("suspend", None)))
     if waiting:
-        await asyncio.wait([f for _, f in waiting], timeout=timeout)
+        try:
+            await asyncio.wait([f for _, f in waiting], timeout=timeout)
+        except BaseException:
+            # cancelled while waiting: withdraw the pending suspends and resume whoever
+            # this call suspended, so nobody is left suspended without the caller knowing
+            made_it = [s.proc.pid for s, fut in waiting if fut.done()]
+            for s, fut in waiting:
+                s.suspend_requested = False
+                s._suspend_waiter = None
+                fut.cancel()
+            resume_many([*fresh, *made_it])
+            raise
         for s, fut in waiting:
             if fut.done() and not fut.cancelled() and fut.exception() is None and s.proc.alive:
                 done.append(s.proc.pid)
@@ -280,7 +293,10 @@ async def change_code_many(
     The callback runs in the process's own context (``self_pid()`` and
     ``current_process()`` are the process, as in OTP, where it runs in the process); an
     ``async`` one runs as a task in that context. A process whose ``code_change`` raises
-    keeps its old state; the errors are returned. Processes that are gone are skipped.
+    (any ``BaseException`` but a cancellation: ``SystemExit`` from new code too) keeps its
+    old state; the errors are returned. ``timeout`` bounds each call: an async one is
+    cancelled when it expires, a sync one (which cannot be interrupted) is an error when it
+    returns too late; a timeout ends the pass. Processes that are gone are skipped.
     ``before`` (the release handler's undo log) receives, for each process's first code
     change, ``copy(state)`` taken *before* the callback runs (so a callback that mutates
     the state in place, and then fails or not, can be undone), or the state itself when
@@ -301,19 +317,61 @@ async def change_code_many(
             before[pid] = s.state if copy is None else copy(s.state)
         ctx = p.ctx
         try:
+            t0 = time.perf_counter()
             if ctx is None:
                 new = s.system_code_change(module, old_vsn, extra)
             else:
                 new = ctx.run(s.system_code_change, module, old_vsn, extra)
             if isinstance(new, CoroutineType):  # an async code_change
-                new = await asyncio.wait_for(
-                    loop.create_task(new, context=ctx) if ctx is not None else new, timeout
+                try:
+                    new = await asyncio.wait_for(
+                        loop.create_task(_contained(new), context=ctx)
+                        if ctx is not None
+                        else _contained(new),
+                        timeout,
+                    )
+                except TimeoutError:
+                    raise SysError(
+                        f"code_change did not finish within {timeout}s", code="sys_timeout"
+                    ) from None
+                except _Escaped as e:
+                    raise e.error from None
+            elif timeout is not None and time.perf_counter() - t0 > timeout:
+                # a sync callback cannot be interrupted on the loop: its overrun is found
+                # when it returns, and fails the change like any error
+                raise SysError(
+                    f"code_change took {time.perf_counter() - t0:.3f}s, over its {timeout}s "
+                    f"timeout",
+                    code="sys_timeout",
                 )
-        except Exception as e:
+        except BaseException as e:  # SystemExit from new code too; not a real cancellation
+            if isinstance(e, asyncio.CancelledError) and _cancelling():
+                raise
             errors.append((pid, e))
             continue
         s.state = new
     return errors
+
+
+class _Escaped(Exception):
+    """A ``SystemExit``/``KeyboardInterrupt`` out of an async callback, carried as an
+    ordinary exception: asyncio re-raises those two out of the loop from a task."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def _contained(coro: Any) -> Any:
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as e:
+        raise _Escaped(e) from None
+
+
+def _cancelling() -> bool:
+    t = asyncio.current_task()
+    return t is not None and t.cancelling() > 0
 
 
 def resume_many(pids: Iterable[Pid]) -> None:
