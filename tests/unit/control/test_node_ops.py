@@ -73,6 +73,7 @@ class FakeMain:
     release_name: str | None = "fx"
     release_version: str | None = "1.0.0"
     stopped: bool = False
+    handler: Any = None  # no release handler: code loading takes no lock
 
     def request_stop(self, code: int = 0) -> None:
         self.stopped = True
