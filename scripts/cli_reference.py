@@ -29,6 +29,8 @@ EXIT_CODES = {
     1: "the operation failed: rolled back, the node said no, `check` found problems",
     2: "bad input: a config, appup, relup or tarball, or a bad argument; nothing was changed",
     3: "the node is not reachable, or the cookie did not authenticate",
+    130: "interrupted (Ctrl-C; 143 after SIGTERM) while waiting for the node: an install the "
+    "node accepted goes on to its end; `relhandler status` shows the outcome",
 }
 
 

@@ -83,7 +83,8 @@ def ping(root: RootOpt = None, json_out: JsonOpt = False) -> None:
 @app.command()
 @command
 def status(root: RootOpt = None, json_out: JsonOpt = False) -> None:
-    """Release, applications, process count and uptime of the running node.
+    """Release, applications, process count and uptime of the running node, and the
+    install under way or the last one (its outcome: installed, refused, rolled_back, failed).
 
     Example: relhandler status --root /srv/sample --json
     """
@@ -97,6 +98,14 @@ def status(root: RootOpt = None, json_out: JsonOpt = False) -> None:
                 f" pid {res['pid']}, {res['processes']} processes, up {res['uptime_s']:.1f}s",
             )
         )
+        inst = res.get("install")
+        if inst:  # the install under way, or the last one since boot
+            line = f"install of {inst['version']} (from {inst['from']}): {inst['state']}"
+            if inst["state"] == "running" and inst.get("step"):
+                line += f", at {inst['step']}"
+            if inst.get("error"):
+                line += f": {inst['error'].get('message', '')}"
+            console.print(Text(line))
         t = Table("application", "version", "description")
         for a in res["applications"]:
             t.add_row(*(Text(str(a[k])) for k in ("name", "version", "description")))

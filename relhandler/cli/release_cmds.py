@@ -3,7 +3,13 @@ remove, reboot-old."""
 
 from __future__ import annotations
 
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -35,6 +41,39 @@ SuspendOpt = Annotated[
 ]
 CodeChangeOpt = Annotated[float | None, typer.Option(help="Seconds allowed per code_change.")]
 LONG = 3600.0  # installs over many processes take a while; the node answers when done
+INTERRUPTED = 130
+"""Exit code after Ctrl-C while the node works (143 after SIGTERM): the shell's 128 + signal."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM while waiting for the node (raised by the handler, like KeyboardInterrupt)."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _node_finishes(what: str, json_out: bool, then: str = "") -> Iterator[None]:
+    """Ctrl-C or SIGTERM while waiting for the node: the node's work goes on without us, so
+    say what happens next and exit ``INTERRUPTED`` (130; 143 for SIGTERM)."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    except (KeyboardInterrupt, _Terminated) as e:
+        code = 143 if isinstance(e, _Terminated) else INTERRUPTED
+        msg = (
+            f"interrupted: if the node accepted the {what}, it finishes it (done or rolled "
+            f"back); `relhandler status` shows the outcome{then}"
+        )
+        if json_out:
+            err = {"code": "interrupted", "message": msg, "exit_code": code}
+            sys.stdout.write(json.dumps({"error": err}) + "\n")
+            sys.stdout.flush()
+        err_console.print(msg, markup=False, highlight=False)
+        raise typer.Exit(code) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _table(rows: list[dict[str, Any]]) -> Table:
@@ -163,15 +202,20 @@ def install(
 ) -> None:
     """Upgrade or downgrade the running node to VERSION (rolled back in place on failure).
 
+    Once the node has accepted the install it finishes it, done or rolled back, whatever
+    happens to this command: after Ctrl-C (exit 130) or SIGTERM (exit 143), `relhandler
+    status` shows the outcome, and `install VERSION` again follows it or reports it.
+
     Example: relhandler install 2.0.0 --dry-run
     """
-    res = node_call(
-        root,
-        "install",
-        _install_args(version, suspend_timeout, code_change_timeout, dry_run),
-        json_out=json_out,
-        timeout=LONG,
-    )
+    with _node_finishes(f"install of {version}", json_out):
+        res = node_call(
+            root,
+            "install",
+            _install_args(version, suspend_timeout, code_change_timeout, dry_run),
+            json_out=json_out,
+            timeout=LONG,
+        )
     emit(res, json_out=json_out, human=lambda: _show_install(res))
 
 
@@ -207,13 +251,14 @@ def upgrade(
         root, "unpack", {"tarball": str(tarball.resolve())}, json_out=json_out, timeout=LONG
     )
     vsn = u["version"]
-    i = node_call(
-        root,
-        "install",
-        _install_args(vsn, suspend_timeout, code_change_timeout),
-        json_out=json_out,
-        timeout=LONG,
-    )
+    with _node_finishes(f"install of {vsn}", json_out, f"; then `relhandler make-permanent {vsn}`"):
+        i = node_call(
+            root,
+            "install",
+            _install_args(vsn, suspend_timeout, code_change_timeout),
+            json_out=json_out,
+            timeout=LONG,
+        )
     p = node_call(root, "make_permanent", {"version": vsn}, json_out=json_out)
     emit(
         {"unpack": u, "install": i, "make_permanent": p},
@@ -235,13 +280,16 @@ def downgrade(
 
     Example: relhandler downgrade 1.0.0 --root /srv/sample
     """
-    i = node_call(
-        root,
-        "install",
-        _install_args(version, suspend_timeout, code_change_timeout),
-        json_out=json_out,
-        timeout=LONG,
-    )
+    with _node_finishes(
+        f"install of {version}", json_out, f"; then `relhandler make-permanent {version}`"
+    ):
+        i = node_call(
+            root,
+            "install",
+            _install_args(version, suspend_timeout, code_change_timeout),
+            json_out=json_out,
+            timeout=LONG,
+        )
     p = node_call(root, "make_permanent", {"version": version}, json_out=json_out)
     emit(
         {"install": i, "make_permanent": p}, json_out=json_out, human=lambda: _show_then(i, version)

@@ -48,11 +48,19 @@ def _refuse_on(failures: list[dict[str, Any]]) -> None:
     """Raise the preflight's refusal naming the processes whose code_change would raise."""
     if not failures:
         return
+    late = [f for f in failures if f.get("timeout")]
+    if late:
+        f = late[0]
+        raise InstallError(
+            f"preflight: {f['error']} (process {f['pid']}); nothing was changed",
+            code="preflight_timeout",
+            details={"failures": failures},
+        )
     pids = ", ".join(f["pid"] for f in failures[:5])
     more = "…" if len(failures) > 5 else ""
     raise InstallError(
-        f"preflight: code_change would raise in {len(failures)} process(es) ({pids}{more}); "
-        f"nothing was changed",
+        f"preflight: code_change would raise in {len(failures)} process(es) ({pids}{more}): "
+        f"{failures[0]['error']}; nothing was changed",
         code="preflight_failed",
         details={"failures": failures},
     )
