@@ -1,7 +1,5 @@
-"""What gen_statem and gen_event share: starting a behaviour process and stopping it.
-
-(gen_server has its own copies, tuned for its hot paths.)
-"""
+"""What the behaviours share: starting a behaviour process and stopping it, the stop
+request, awaiting a callback's result."""
 
 from __future__ import annotations
 

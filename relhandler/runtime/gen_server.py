@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from relhandler.errors import CallTimeoutError, NoProcError, NotAProcessError, ProcessError
+from relhandler.runtime._gen import StopRequest, maybe, module_name
 from relhandler.runtime._kernel import (
     Exit,
     Node,
@@ -116,16 +117,6 @@ def _code_change_result(r: Any, module: str) -> Any:
     raise ProcessError(f"{module}.code_change returned {r!r}; expected ('ok', new_state)")
 
 
-def _module_name(module: str | types.ModuleType) -> str:
-    return module if isinstance(module, str) else module.__name__
-
-
-async def _maybe(r: Any) -> Any:
-    if isinstance(r, _CoroutineType) or asyncio.isfuture(r):
-        return await r
-    return r
-
-
 async def _server_main(
     module: str, args: Any, callbacks: Any, ready: asyncio.Future[Any], parent: Pid | None
 ) -> None:
@@ -136,7 +127,7 @@ async def _server_main(
     proc.sys = srv
     proc.behaviour = "gen_server"
     try:
-        r = await _maybe(srv.cb().init(args))
+        r = await maybe(srv.cb().init(args))
     except BaseException as e:
         if not ready.done():
             ready.set_exception(ProcessError(f"{module}.init crashed: {e!r}", details={}))
@@ -173,18 +164,10 @@ def _timeout_of(r: tuple[Any, ...], idx: int) -> float | None:
     return None
 
 
-class _StopRequest(BaseException):
-    """Raised inside the loop by ``stop()``'s system request."""
-
-    def __init__(self, reason: Any) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 async def _loop(proc: Process, srv: _ServerState) -> None:
     try:
         await _serve(proc, srv)
-    except _StopRequest as e:
+    except StopRequest as e:
         await _terminate(srv, e.reason)
         raise Exit(e.reason) from None
 
@@ -376,7 +359,7 @@ async def _start(
 ) -> Pid:
     node = current_node()
     me = current_process()
-    mod = _module_name(module)
+    mod = module_name(module)
     ready: asyncio.Future[Any] = node.loop.create_future()
 
     def setup(p: Process) -> None:
@@ -631,7 +614,7 @@ async def stop(server: Pid | str, reason: Any = "normal", timeout: float | None 
     s = p.sys
 
     def _do_stop(state: Any) -> Any:
-        raise _StopRequest(reason)
+        raise StopRequest(reason)
 
     if isinstance(s, _ServerState):
         s.request("replace_state", _do_stop)
