@@ -40,7 +40,7 @@ from relhandler.runtime._gen import StopRequest, maybe
 from relhandler.runtime._gen import start as _start_process
 from relhandler.runtime._gen import stop as _stop_process
 from relhandler.runtime._kernel import Exit, Pid, Process, current_node, current_process
-from relhandler.runtime.sys import SysRequest, SysState, take_request
+from relhandler.runtime.sys import SysState
 
 __all__ = [
     "add_handler",
@@ -175,7 +175,7 @@ async def _main(ready: asyncio.Future[Any], parent: Pid | None) -> None:
     proc.trap_exit = True  # as OTP's managers: the parent's exit runs terminate
     ready.set_result(proc.pid)
     try:
-        await _serve(proc, mgr)
+        await _serve(mgr)
     except StopRequest as e:
         await _terminate_all(mgr, "stop")
         raise Exit(e.reason) from None
@@ -184,24 +184,9 @@ async def _main(ready: asyncio.Future[Any], parent: Pid | None) -> None:
 _NO_EXIT_MSG: Any = object()
 
 
-async def _serve(proc: Process, mgr: _ManagerState) -> None:
-    box = proc.mailbox
+async def _serve(mgr: _ManagerState) -> None:
     while True:
-        mgr.between_callbacks()
-        if mgr.suspended:
-            req = take_request(box)
-            if req is None:
-                await proc.wait()
-            else:
-                await mgr.handle_request(req)
-            continue
-        if not box:
-            await proc.wait()
-            continue
-        msg = box.popleft()
-        if type(msg) is SysRequest:
-            await mgr.handle_request(msg)
-            continue
+        msg = await mgr.next_message()
         mgr.in_callback = True
         if type(msg) is tuple and len(msg) == 2 and msg[0] == "$gen_event":
             await _notify_all(mgr, "handle_event", msg[1])

@@ -45,7 +45,7 @@ from relhandler.runtime._gen import StopRequest, maybe, module_name
 from relhandler.runtime._gen import start as _start_process
 from relhandler.runtime._gen import stop as _stop_process
 from relhandler.runtime._kernel import Exit, Pid, Process, current_process
-from relhandler.runtime.sys import SysRequest, SysState, take_request
+from relhandler.runtime.sys import SysState
 
 __all__ = ["From", "call", "cast", "reply", "start", "start_link", "stop"]
 
@@ -204,14 +204,13 @@ async def _main(module: str, args: Any, ready: asyncio.Future[Any], parent: Pid 
     try:
         # the initial state is entered: its state enter call has the state itself as old
         await _transition(srv, ("next_state", r[1], r[2], actions), None, init=True)
-        await _serve(proc, srv)
+        await _serve(srv)
     except StopRequest as e:
         await _terminate(srv, e.reason)
         raise Exit(e.reason) from None
 
 
-async def _serve(proc: Process, srv: _StatemState) -> None:
-    box = proc.mailbox
+async def _serve(srv: _StatemState) -> None:
     queue = srv.queue
     while True:
         if queue:
@@ -223,22 +222,8 @@ async def _serve(proc: Process, srv: _StatemState) -> None:
                 ev = (ev.key, ev.content)
             await _handle(srv, ev)
             continue
-        srv.between_callbacks()
-        if srv.suspended:
-            # only system requests are taken; messages (timer messages too) keep queueing
-            req = take_request(box)
-            if req is None:
-                await proc.wait()
-            else:
-                await srv.handle_request(req)
-            continue
-        if not box:
-            await proc.wait()
-            continue
-        msg = box.popleft()
-        if type(msg) is SysRequest:
-            await srv.handle_request(msg)
-            continue
+        # while suspended, messages (timer messages too) keep queueing
+        msg = await srv.next_message()
         srv.in_callback = True
         ev = _event_of(srv, msg)
         if ev is not None:

@@ -108,6 +108,29 @@ class SysState:
             self.suspend_requested = False
             self._mark_suspended()
 
+    async def next_message(self) -> Any:
+        """The loop's next ordinary message (it is between callbacks): system requests that
+        come first are answered, and while suspended only system requests are taken, the
+        other messages keep queueing in order."""
+        box = self.proc.mailbox
+        while True:
+            self.between_callbacks()
+            if self.suspended:
+                req = take_request(box)
+                if req is None:
+                    await self.proc.wait()
+                else:
+                    await self.handle_request(req)
+                continue
+            if not box:
+                await self.proc.wait()
+                continue
+            msg = box.popleft()
+            if type(msg) is SysRequest:
+                await self.handle_request(msg)
+                continue
+            return msg
+
     def _mark_suspended(self) -> None:
         self.suspended = True
         self.suspended_at = time.perf_counter()
