@@ -72,21 +72,33 @@ async def start(
     )
     p = node.processes[pid]
     watch = p.add_watcher(
-        lambda reason: fail_future(ready, ProcessError(f"{label} init exited: {reason!r}"))
+        lambda reason: fail_future(ready, ProcessError(f"{label}.init exited: {reason!r}"))
     )
     try:
         r = await asyncio.wait_for(asyncio.shield(ready), timeout)
     except TimeoutError as e:
-        if me is not None:
+        # OTP's proc_lib:sync_start_link: unlink first, then kill, then drop an EXIT that
+        # already arrived, so a caller that catches the error does not die of the link
+        if parent is not None and me is not None:
             me.links.discard(pid)
             p.links.discard(me.pid)
+            if hasattr(p.sys, "parent"):
+                p.sys.parent = None
+            _flush_exit(me, pid)
         node._kill(p, "kill")
-        raise ProcessError(f"{label} init did not return within {timeout}s") from e
+        raise ProcessError(f"{label}.init did not return within {timeout}s") from e
     finally:
         p.remove_watcher(watch)
     if r == "ignore":
         return None
     return pid
+
+
+def _flush_exit(me: Process, pid: Pid) -> None:
+    box = me.mailbox
+    for m in [m for m in box if type(m) is tuple and len(m) == 3 and m[0] == "EXIT"]:
+        if m[1] == pid:
+            box.remove(m)
 
 
 async def stop(

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from relhandler.errors import CallTimeoutError, NoProcError, NotAProcessError, ProcessError
 from relhandler.runtime._gen import StopRequest, maybe, module_name
+from relhandler.runtime._gen import start as start_process
 from relhandler.runtime._kernel import (
     Exit,
     Node,
@@ -357,67 +358,16 @@ async def _start(
     timeout: float | None,
     callbacks: Any = None,
 ) -> Pid:
-    node = current_node()
-    me = current_process()
     mod = module_name(module)
-    ready: asyncio.Future[Any] = node.loop.create_future()
-
-    def setup(p: Process) -> None:
-        if name is not None:
-            if name in node.names:
-                raise ProcessError(
-                    f"cannot start {mod}: name {name!r} is already registered",
-                    code="already_started",
-                )
-            node.names[name] = p.pid
-            p.name = name
-
-    if name is not None and name in node.names:
-        raise ProcessError(
-            f"cannot start {mod}: name {name!r} is already registered to {node.names[name]}",
-            code="already_started",
-        )
-    pid = node.spawn(
+    return await start_process(  # type: ignore[return-value]  # None: init said 'ignore'
         _server_main,
         mod,
-        args,
-        callbacks,
-        ready,
-        me.pid if (link and me is not None) else None,
-        link=me.pid if (link and me is not None) else None,
+        (mod, args, callbacks),
+        name=name,
+        link=link,
+        timeout=timeout,
         initial_call=f"{mod}:init",
-        setup=setup,
     )
-    p = node.processes[pid]
-    watch = p.add_watcher(
-        lambda reason: fail_future(ready, ProcessError(f"{mod}.init exited: {reason!r}"))
-    )
-    try:
-        r = await asyncio.wait_for(asyncio.shield(ready), timeout)
-    except TimeoutError as e:
-        # OTP's proc_lib:sync_start_link: unlink first, then kill, then drop an EXIT that
-        # already arrived, so a caller that catches the error does not die of the link
-        if link and me is not None:
-            me.links.discard(pid)
-            p.links.discard(me.pid)
-            srv = p.sys
-            if isinstance(srv, _ServerState):
-                srv.parent = None
-            _flush_exit(me, pid)
-        node._kill(p, "kill")
-        raise ProcessError(f"{mod}.init did not return within {timeout}s") from e
-    finally:
-        p.remove_watcher(watch)
-    if r == "ignore":
-        return None  # type: ignore[return-value]  # supervisors treat None as 'ignore'
-    return pid
-
-
-def _flush_exit(me: Process, pid: Pid) -> None:
-    box = me.mailbox
-    for m in [m for m in box if type(m) is tuple and len(m) == 3 and m[0] == "EXIT"]:
-        if m[1] == pid:
-            box.remove(m)
 
 
 async def start_link(
