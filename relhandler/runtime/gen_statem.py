@@ -597,16 +597,7 @@ async def start_link(
 
     Raises ``ProcessError`` if ``init`` stops, crashes, returns something else or takes
     longer than ``timeout`` seconds. Returns None when init answers ``"ignore"``."""
-    mod = module_name(module)
-    return await _start_process(  # type: ignore[return-value]
-        _main,
-        mod,
-        (mod, args),
-        name=name,
-        link=True,
-        timeout=timeout,
-        initial_call=f"{mod}:init",
-    )
+    return await _start(module, args, name=name, link=True, timeout=timeout)
 
 
 async def start(
@@ -617,13 +608,24 @@ async def start(
     timeout: float | None = 5.0,
 ) -> Pid:
     """Start a gen_statem without a link."""
+    return await _start(module, args, name=name, link=False, timeout=timeout)
+
+
+async def _start(
+    module: str | types.ModuleType,
+    args: Any,
+    *,
+    name: str | None,
+    link: bool,
+    timeout: float | None,
+) -> Pid:
     mod = module_name(module)
-    return await _start_process(  # type: ignore[return-value]
+    return await _start_process(  # type: ignore[return-value]  # None: init said 'ignore'
         _main,
         mod,
         (mod, args),
         name=name,
-        link=False,
+        link=link,
         timeout=timeout,
         initial_call=f"{mod}:init",
     )
