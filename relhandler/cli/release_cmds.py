@@ -251,6 +251,22 @@ def upgrade(
         root, "unpack", {"tarball": str(tarball.resolve())}, json_out=json_out, timeout=LONG
     )
     vsn = u["version"]
+    i, p = _install_permanently(root, vsn, suspend_timeout, code_change_timeout, json_out)
+    emit(
+        {"unpack": u, "install": i, "make_permanent": p},
+        json_out=json_out,
+        human=lambda: _show_then(i, vsn),
+    )
+
+
+def _install_permanently(
+    root: Path | None,
+    vsn: str,
+    suspend_timeout: float | None,
+    code_change_timeout: float | None,
+    json_out: bool,
+) -> tuple[Any, Any]:
+    """``install`` then ``make_permanent``: the second half of upgrade, all of downgrade."""
     with _node_finishes(f"install of {vsn}", json_out, f"; then `relhandler make-permanent {vsn}`"):
         i = node_call(
             root,
@@ -259,12 +275,7 @@ def upgrade(
             json_out=json_out,
             timeout=LONG,
         )
-    p = node_call(root, "make_permanent", {"version": vsn}, json_out=json_out)
-    emit(
-        {"unpack": u, "install": i, "make_permanent": p},
-        json_out=json_out,
-        human=lambda: _show_then(i, vsn),
-    )
+    return i, node_call(root, "make_permanent", {"version": vsn}, json_out=json_out)
 
 
 @app.command()
@@ -280,17 +291,7 @@ def downgrade(
 
     Example: relhandler downgrade 1.0.0 --root /srv/sample
     """
-    with _node_finishes(
-        f"install of {version}", json_out, f"; then `relhandler make-permanent {version}`"
-    ):
-        i = node_call(
-            root,
-            "install",
-            _install_args(version, suspend_timeout, code_change_timeout),
-            json_out=json_out,
-            timeout=LONG,
-        )
-    p = node_call(root, "make_permanent", {"version": version}, json_out=json_out)
+    i, p = _install_permanently(root, version, suspend_timeout, code_change_timeout, json_out)
     emit(
         {"install": i, "make_permanent": p}, json_out=json_out, human=lambda: _show_then(i, version)
     )
