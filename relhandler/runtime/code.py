@@ -617,9 +617,16 @@ class CodeServer:
     def current(self, name: str) -> types.ModuleType:
         """The module object of the current version (the namespace callbacks run in)."""
         e = self._table.get(name)
-        if e is None or e.current is None:
-            if e is None and self._locate(name) is not None:
+        if e is None and self._locate(name) is not None:
+            parent = name.rpartition(".")[0]
+            if parent and parent not in self._table and self._locate(parent) is not None:
+                # as importing ``pkg.sub`` does: the package first, so ``pkg.sub`` is set
+                # on it when the submodule loads (``import pkg.sub; pkg.sub.f()`` works)
+                self.current(parent)
+                e = self._table.get(name)  # the package may have imported it itself
+            if e is None:
                 return self.load(name).module
+        if e is None or e.current is None:
             raise NoSuchModuleError(f"module {name!r} is not loaded")
         return e.current.module
 

@@ -235,3 +235,24 @@ async def test_cases_d_soft_purge_purge_delete(code_dir: CodeDir) -> None:
         assert node.code.delete(me) is True
         assert not node.code.is_loaded(me)
         assert node.code.soft_purge(me) is True
+
+
+async def test_a_submodule_loaded_first_loads_its_package_and_is_set_on_it(
+    code_dir: CodeDir,
+) -> None:
+    """A supervisor starting ``pkg.sub`` before anything imported ``pkg`` (the code server
+    loads it directly): ``import pkg.sub; pkg.sub.f()`` elsewhere still works, as when
+    Python imports a submodule (its package first, then the attribute)."""
+    pkg = code_dir.name("pk")
+    (code_dir.root / pkg).mkdir()
+    (code_dir.root / pkg / "__init__.py").write_text("")
+    (code_dir.root / pkg / "visits.py").write_text("def visit():\n    return 1\n")
+    (code_dir.root / pkg / "web.py").write_text(
+        f"import {pkg}.visits\n\ndef home():\n    return {pkg}.visits.visit()\n"
+    )
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        visits = node.code.current(f"{pkg}.visits")
+        assert node.code.is_loaded(pkg)
+        assert node.code.current(pkg).visits is visits
+        assert node.code.current(f"{pkg}.web").home() == 1
