@@ -30,7 +30,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 from wsproto.utilities import LocalProtocolError as WsLocalError
 
-from relhandler.runtime import current
+from relhandler.runtime import current, sockets
 from relhandler.web.config import ListenerConfig
 
 __all__ = ["head_size", "serve_connection"]
@@ -207,6 +207,7 @@ async def serve_connection(
     """Serve one connection until it closes (the body of a connection process).
 
     ``shared["state"]`` is the lifespan state; each request's scope gets a shallow copy."""
+    sockets.adopt(writer)  # the connection is this process's, not the acceptor's
     c = _Conn(reader, writer, cfg)
     c.lifespan_state = shared["state"] if shared is not None else {}
     try:

@@ -40,7 +40,15 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 from wsproto.utilities import LocalProtocolError as WsLocalError
 
-from relhandler.runtime import Pid, current, current_node, gen_server, self_pid, trap_exit
+from relhandler.runtime import (
+    Pid,
+    current,
+    current_node,
+    gen_server,
+    self_pid,
+    sockets,
+    trap_exit,
+)
 from relhandler.web._http import head_size
 from relhandler.web.config import ListenerConfig
 
@@ -198,6 +206,7 @@ class _Fixed:
         reader, writer, cfg = args
         trap_exit(True)  # a stopping supervisor runs terminate: the client gets 1001
         me = self_pid()
+        sockets.adopt(writer)  # the connection is this process's, not the acceptor's
         conn = _Ws(reader, writer, cfg)
         _conns[me] = conn
         node = current_node()
