@@ -429,6 +429,17 @@ class CodeServer:
             return name
         return None
 
+    def _made_here(self, obj: object, name: str) -> bool:
+        """``obj`` is a version of module ``name`` this server executed, live or not (a
+        rollback drops the version it replaces, and the package's attribute must still
+        be recognised as that module's, not as something the code put there)."""
+        return (
+            type(obj) is types.ModuleType
+            and obj.__dict__.get("__name__") == name
+            and self._finder is not None
+            and obj.__dict__.get("__loader__") is self._finder
+        ) or self._managed_name(obj) == name
+
     def _alive(self, v: ModuleVersion) -> bool:
         e = self._table.get(v.name)
         return e is not None and (e.current is v or e.old is v)
@@ -493,7 +504,7 @@ class CodeServer:
                 ns = pv.module.__dict__
                 old = ns.get(child, _MISSING)
                 if old is not new_mod and (
-                    (old is _MISSING and pv is pe.current) or self._managed_name(old) == source
+                    (old is _MISSING and pv is pe.current) or self._made_here(old, source)
                 ):
                     ns[child] = new_mod
                     changed.add(parent)

@@ -256,3 +256,26 @@ async def test_a_submodule_loaded_first_loads_its_package_and_is_set_on_it(
         assert node.code.is_loaded(pkg)
         assert node.code.current(pkg).visits is visits
         assert node.code.current(f"{pkg}.web").home() == 1
+
+
+async def test_restore_puts_the_package_attribute_back_to_the_restored_version(
+    code_dir: CodeDir,
+) -> None:
+    """A rollback (``restore``) of ``pkg.g`` after a load: ``pkg.g`` on the package is the
+    restored version again, so ``import pkg.g; pkg.g.f()`` inside it runs that version."""
+    pkg = code_dir.name("pk")
+    (code_dir.root / pkg).mkdir()
+    (code_dir.root / pkg / "__init__.py").write_text("")
+    src = f"import {pkg}.g\n\ndef greet():\n    return {pkg}.g.greeting()\n\n"
+    (code_dir.root / pkg / "g.py").write_text(src + "def greeting():\n    return 'v2'\n")
+    v1 = code_dir.root / "g_v1.py"
+    v1.write_text(src + "def greeting():\n    return 'v1'\n")
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        assert node.code.current(f"{pkg}.g").greet() == "v2"
+        snap = node.code.snapshot()
+        node.code.load(f"{pkg}.g", v1)
+        assert node.code.current(f"{pkg}.g").greet() == "v1"
+        node.code.restore(snap)
+        assert node.code.current(f"{pkg}.g").greet() == "v2"
+        assert node.code.current(pkg).g is node.code.current(f"{pkg}.g")
