@@ -145,15 +145,7 @@ def releases(root: RootOpt = None, json_out: JsonOpt = False) -> None:
     except UnreachableError:
         # the disk is the record: show it, and say that nothing is current
         r = (root or default_root()).resolve()
-        rows = [
-            {
-                "name": rec.name,
-                "version": rec.version,
-                "status": rec.status,
-                "apps": [f"{a.name}-{a.version}" for a in rec.apps],
-            }
-            for rec in read_releases(r).releases
-        ]
+        rows = read_releases(r).rows()
         if not rows:
             raise
         err_console.print(

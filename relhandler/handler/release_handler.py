@@ -167,15 +167,7 @@ class ReleaseHandler:
         return self.booted.release.version
 
     def which_releases(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": r.name,
-                "version": r.version,
-                "status": r.status,
-                "apps": [f"{a.name}-{a.version}" for a in r.apps],
-            }
-            for r in self.releases.releases
-        ]
+        return self.releases.rows()
 
     # -- disk ----------------------------------------------------------------------------
     def _view(self) -> store.Releases:

@@ -106,6 +106,18 @@ class Releases:
         found = self.with_status("current")
         return found[0] if found else self.permanent
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The releases as ``relhandler releases`` shows them (and its ``--json``)."""
+        return [
+            {
+                "name": r.name,
+                "version": r.version,
+                "status": r.status,
+                "apps": [f"{a.name}-{a.version}" for a in r.apps],
+            }
+            for r in self.releases
+        ]
+
     # -- pure transitions (OTP's status table, otp/semantics.md §6.2) -------------
     def add_unpacked(self, rec: ReleaseRecord) -> Releases:
         if self.get(rec.version) is not None:
