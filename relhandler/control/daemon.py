@@ -31,7 +31,7 @@ from typing import Any
 
 from relhandler.control import node_ops
 from relhandler.control.server import ControlServer, ensure_cookie, run_dir
-from relhandler.errors import ReleaseError, UnreachableError
+from relhandler.errors import ReleaseError, UnreachableError, UsageError
 from relhandler.handler.boot import BootedRelease, boot
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
@@ -68,6 +68,23 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return b"relhandler" in cmd
+
+
+# sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included
+SOCKET_PATH_MAX = 107
+
+
+def check_socket_path(root: Path) -> None:
+    """Refuse, before anything is written or booted, a root whose control socket path is
+    longer than a Unix socket address allows."""
+    sock = run_dir(root) / "node.sock"
+    n = len(os.fsencode(sock))
+    if n > SOCKET_PATH_MAX:
+        raise UsageError(
+            f"--root {root}: its control socket {sock} would be {n} bytes, over the "
+            f"{SOCKET_PATH_MAX} a Unix socket path may have; use a shorter root path",
+            code="root_path_too_long",
+        )
 
 
 def check_not_running(root: Path) -> None:
@@ -166,6 +183,7 @@ class NodeMain:
 
     async def run(self) -> int:
         """Boot, serve until stopped, shut down in order; the exit code."""
+        check_socket_path(self.root)
         cookie = ensure_cookie(self.root)
         lock_fd = lock_root(self.root)
         try:
@@ -248,6 +266,7 @@ def run_node(root: Path, *, release: str | None = None) -> int:
 def start_daemon(root: Path, *, release: str | None = None, wait: float = 30.0) -> int:
     """Start a detached node logging to ``log/node.log``; wait until it answers; its pid."""
     root = root.resolve()
+    check_socket_path(root)
     check_not_running(root)
     log_dir = root / "log"
     log_dir.mkdir(mode=0o700, exist_ok=True)

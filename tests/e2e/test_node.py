@@ -343,3 +343,21 @@ def test_boot_failure_is_one_typed_line_and_leaves_nothing_behind(
     assert "Traceback" not in r.stderr
     assert not (root / "run" / "node.sock").exists()
     assert not (root / "run" / "node.pid").exists()
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
+def test_a_root_too_long_for_the_control_socket_is_refused_before_anything(
+    tmp_path: Path, daemon: bool
+) -> None:
+    # a path whose run/node.sock is 108 bytes: one over what sockaddr_un holds
+    base = tmp_path / "r"
+    long_root = Path(str(base) + "x" * (108 - len(f"{base}/run/node.sock")))
+    assert len(os.fsencode(long_root / "run" / "node.sock")) == 108
+    make_root(long_root, "fx", "1.0.0", [fx_app()])
+    before = sorted(p.relative_to(long_root).as_posix() for p in long_root.rglob("*"))
+    r = cli("start", "--root", str(long_root), *(["--daemon"] if daemon else []))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "108 bytes, over the 107" in lines[0] and "use a shorter root path" in lines[0]
+    assert sorted(p.relative_to(long_root).as_posix() for p in long_root.rglob("*")) == before
