@@ -289,7 +289,7 @@ def fresh_root(pristine: Path, tmp: Path, tag: str) -> Path:
 
 def kill_point(sc: Scenario, builds: Path, src: Path, tmp: Path, n: int, mode: str) -> Point:
     """SIGKILL right ``mode`` (before/after) call ``n``; reboot, check, finish, check."""
-    root = fresh_root(src, tmp, f"{sc.name}-{mode}-{n}")
+    root = fresh_root(src, tmp, f"{mode}-{n}")  # short: the socket path has a limit
     fn = FaultNode(root, sc, n, mode)
     try:
         sc.setup(root)
@@ -325,7 +325,7 @@ def _close(node: NodeProc) -> None:
 
 def enospc_point(sc: Scenario, builds: Path, src: Path, tmp: Path, n: int) -> Point:
     """Call ``n`` fails with ENOSPC: one line, nothing changed, memory = disk = code."""
-    root = fresh_root(src, tmp, f"{sc.name}-enospc-{n}")
+    root = fresh_root(src, tmp, f"enospc-{n}")
     fn = FaultNode(root, sc, n, "enospc")
     try:
         sc.setup(root)
