@@ -17,7 +17,14 @@ from rich.table import Table
 from rich.text import Text
 
 from relhandler.cli._app import app
-from relhandler.cli._node import JsonOpt, RootOpt, default_root, node_call
+from relhandler.cli._node import (
+    JsonOpt,
+    RestartTimeoutOpt,
+    RootOpt,
+    await_restart,
+    default_root,
+    node_call,
+)
 from relhandler.cli._output import command, console, emit, err_console, say
 from relhandler.errors import AuthError, UnreachableError
 from relhandler.handler.store import read_releases, releases_path
@@ -43,6 +50,7 @@ CodeChangeOpt = Annotated[float | None, typer.Option(help="Seconds allowed per c
 LONG = 3600.0  # installs over many processes take a while; the node answers when done
 INTERRUPTED = 130
 """Exit code after Ctrl-C while the node works (143 after SIGTERM): the shell's 128 + signal."""
+RESTART_WAIT = 120.0  # default bound on a restarted node coming back
 
 
 class _Terminated(BaseException):
@@ -74,6 +82,19 @@ def _node_finishes(what: str, json_out: bool, then: str = "") -> Iterator[None]:
         raise typer.Exit(code) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _install(
+    root: Path | None, args: dict[str, Any], json_out: bool, restart_timeout: float
+) -> dict[str, Any]:
+    """The install op; when it restarts the node, wait for the node to answer on the new
+    release (exit 1 if it fell back to the permanent one)."""
+    res: dict[str, Any] = node_call(root, "install", args, json_out=json_out, timeout=LONG)
+    if res.get("restart") and not res.get("dry_run"):
+        if not json_out:
+            say(f"installing {res['version']}: the node restarts on it (state not carried)")
+        res = await_restart(root, res, restart_timeout)
+    return res
 
 
 def _table(rows: list[dict[str, Any]]) -> Table:
@@ -122,8 +143,8 @@ def _show_install(res: dict[str, Any]) -> None:
                     f"{' …' if len(pids) > 8 else ''}"
                 )
         return
-    if res.get("restart"):
-        say(f"installing {res['version']}: the node restarts on it")
+    if res.get("restarted"):
+        say(f"installed {res['version']} (from {res['from']}): the node restarted on it")
         return
     say(
         f"installed {res['version']} (from {res['from']}, {res['mode']}) in "
@@ -190,9 +211,13 @@ def install(
     ] = False,
     suspend_timeout: SuspendOpt = None,
     code_change_timeout: CodeChangeOpt = None,
+    restart_timeout: RestartTimeoutOpt = RESTART_WAIT,
     json_out: JsonOpt = False,
 ) -> None:
     """Upgrade or downgrade the running node to VERSION (rolled back in place on failure).
+
+    A restart-type upgrade (changed dependencies or Python) waits for the node to answer on
+    VERSION; if it falls back to the permanent release instead, the exit code is 1.
 
     Once the node has accepted the install it finishes it, done or rolled back, whatever
     happens to this command: after Ctrl-C (exit 130) or SIGTERM (exit 143), `relhandler
@@ -201,12 +226,11 @@ def install(
     Example: relhandler install 2.0.0 --dry-run
     """
     with _node_finishes(f"install of {version}", json_out):
-        res = node_call(
+        res = _install(
             root,
-            "install",
             _install_args(version, suspend_timeout, code_change_timeout, dry_run),
-            json_out=json_out,
-            timeout=LONG,
+            json_out,
+            restart_timeout,
         )
     emit(res, json_out=json_out, human=lambda: _show_install(res))
 
@@ -233,9 +257,13 @@ def upgrade(
     root: RootOpt = None,
     suspend_timeout: SuspendOpt = None,
     code_change_timeout: CodeChangeOpt = None,
+    restart_timeout: RestartTimeoutOpt = RESTART_WAIT,
     json_out: JsonOpt = False,
 ) -> None:
     """Unpack + install + make-permanent in one step (for pipelines).
+
+    A restart-type upgrade waits for the node to come back on the new release, then makes it
+    permanent; the JSON says ``"restarted": true``.
 
     Example: relhandler upgrade sample-2.0.0.tar.gz --root /srv/sample --json
     """
@@ -243,9 +271,11 @@ def upgrade(
         root, "unpack", {"tarball": str(tarball.resolve())}, json_out=json_out, timeout=LONG
     )
     vsn = u["version"]
-    i, p = _install_permanently(root, vsn, suspend_timeout, code_change_timeout, json_out)
+    i, p = _install_permanently(
+        root, vsn, suspend_timeout, code_change_timeout, json_out, restart_timeout
+    )
     emit(
-        {"unpack": u, "install": i, "make_permanent": p},
+        {"unpack": u, "install": i, "make_permanent": p, "restarted": bool(i.get("restarted"))},
         json_out=json_out,
         human=lambda: _show_then(i, vsn),
     )
@@ -257,15 +287,15 @@ def _install_permanently(
     suspend_timeout: float | None,
     code_change_timeout: float | None,
     json_out: bool,
+    restart_timeout: float = RESTART_WAIT,
 ) -> tuple[Any, Any]:
     """``install`` then ``make_permanent``: the second half of upgrade, all of downgrade."""
     with _node_finishes(f"install of {vsn}", json_out, f"; then `relhandler make-permanent {vsn}`"):
-        i = node_call(
+        i = _install(
             root,
-            "install",
             _install_args(vsn, suspend_timeout, code_change_timeout),
-            json_out=json_out,
-            timeout=LONG,
+            json_out,
+            restart_timeout,
         )
     return i, node_call(root, "make_permanent", {"version": vsn}, json_out=json_out)
 
@@ -277,15 +307,20 @@ def downgrade(
     root: RootOpt = None,
     suspend_timeout: SuspendOpt = None,
     code_change_timeout: CodeChangeOpt = None,
+    restart_timeout: RestartTimeoutOpt = RESTART_WAIT,
     json_out: JsonOpt = False,
 ) -> None:
-    """Install an older release and make it permanent.
+    """Install an older release and make it permanent (after the restart, if it is one).
 
     Example: relhandler downgrade 1.0.0 --root /srv/sample
     """
-    i, p = _install_permanently(root, version, suspend_timeout, code_change_timeout, json_out)
+    i, p = _install_permanently(
+        root, version, suspend_timeout, code_change_timeout, json_out, restart_timeout
+    )
     emit(
-        {"install": i, "make_permanent": p}, json_out=json_out, human=lambda: _show_then(i, version)
+        {"install": i, "make_permanent": p, "restarted": bool(i.get("restarted"))},
+        json_out=json_out,
+        human=lambda: _show_then(i, version),
     )
 
 

@@ -4,7 +4,11 @@
 ``--daemon`` starts the same command detached, logging to ``log/node.log``. SIGTERM,
 SIGINT or ``relhandler stop`` stop the applications in reverse order (terminate callbacks
 run) and exit 0. A node that must restart (``reboot_old``, an emulator restart instruction)
-re-executes itself in the same OS process, booting what start.toml says.
+re-executes itself in the same OS process, booting what start.toml says. If that boot was
+a one-shot ``next_boot`` (a restart-type install) and it fails, the node records why in
+``run/boot_failure.json`` and re-executes once more on the permanent release, as OTP's heart
+restart does; the new node's ``ping`` reports that failure, so the CLI waiting for the restart
+can say exit 1 with the reason.
 
 Both the daemon and every re-exec run ``python -I`` (isolated mode: no current directory or
 script directory on ``sys.path``, no ``PYTHON*`` variables, no user site) with the release
@@ -19,8 +23,10 @@ import fcntl
 import gc
 import importlib
 import importlib.util
+import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,6 +38,7 @@ from typing import Any
 from relhandler.control import node_ops
 from relhandler.control.server import ControlServer, ensure_cookie, run_dir
 from relhandler.errors import ReleaseError, UnreachableError, UsageError
+from relhandler.handler import store
 from relhandler.handler.boot import BootedRelease, boot
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
@@ -159,6 +166,10 @@ class NodeMain:
         self.restart_argv: list[str] | None = None
         # the release handler attaches its state here (control/release_ops.py)
         self.handler: Any = None
+        # tells this boot from the one before a re-exec (same OS pid): the CLI waits for it
+        self.boot_id = secrets.token_hex(8)
+        # why the one-shot boot before this one failed (read from run/boot_failure.json)
+        self.boot_failure: dict[str, Any] | None = None
 
     @property
     def release_name(self) -> str | None:
@@ -200,8 +211,23 @@ class NodeMain:
         self.node.activate()
         AppController(self.node, on_permanent_exit=self._app_died)
         server: ControlServer | None = None
+        self.boot_failure = _take_boot_failure(self.root)
+        start = store.read_start(self.root) if self.requested is None else None
+        one_shot = start.next_boot if start is not None else None
         try:
-            self.booted = await boot(self.node, self.root, release=self.requested)
+            try:
+                self.booted = await boot(self.node, self.root, release=self.requested)
+            except Exception as e:
+                if one_shot is None:
+                    raise
+                # the one-shot boot (consumed by now) failed: fall back to the permanent
+                # release in a fresh process, and leave it the reason to report
+                log.error(
+                    "booting %s failed (%s): restarting on the permanent release", one_shot, e
+                )
+                _write_boot_failure(self.root, one_shot, e)
+                self.restart_argv = node_argv(self.root)
+                return 1
             ops = node_ops.make_ops(self)
             try:
                 release_ops = importlib.import_module("relhandler.control.release_ops")
@@ -236,6 +262,29 @@ class NodeMain:
             await self.node.close()
             pid_path.unlink(missing_ok=True)
         return self.exit_code
+
+
+def _failure_path(root: Path) -> Path:
+    return run_dir(root) / "boot_failure.json"
+
+
+def _write_boot_failure(root: Path, release: str, e: BaseException) -> None:
+    msg = getattr(e, "message", None) or str(e)
+    record = {"release": release, "error": f"{type(e).__name__}: {msg}", "at": time.time()}
+    with contextlib.suppress(OSError):
+        _failure_path(root).write_text(json.dumps(record))
+
+
+def _take_boot_failure(root: Path) -> dict[str, Any] | None:
+    """The failure a previous one-shot boot left, removed from disk (reported once per boot)."""
+    p = _failure_path(root)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    finally:
+        p.unlink(missing_ok=True)
+    return data if isinstance(data, dict) else None
 
 
 def _setup_logging() -> None:

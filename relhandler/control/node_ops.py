@@ -76,7 +76,13 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
         return h.lock if h is not None else contextlib.nullcontext()
 
     async def ping(args: dict[str, Any], progress: Progress) -> Any:
-        return {"pong": True, "release": main.release_version, "pid": os.getpid()}
+        return {
+            "pong": True,
+            "release": main.release_version,
+            "pid": os.getpid(),
+            "boot_id": main.boot_id,
+            "boot_failure": main.boot_failure,
+        }
 
     async def status(args: dict[str, Any], progress: Progress) -> Any:
         apps = node.apps.which_applications() if node.apps is not None else []

@@ -70,7 +70,11 @@ def register(ops: dict[str, Op], main: NodeMain) -> None:
         return await h.check_install(_vsn(args), _options(args))
 
     async def install(args: dict[str, Any], progress: Progress) -> Any:
-        return await h.install(_vsn(args), _options(args), progress)
+        result = await h.install(_vsn(args), _options(args), progress)
+        if isinstance(result, dict) and result.get("restart") and not result.get("dry_run"):
+            # the CLI waits for a node with another boot id (a re-exec keeps the OS pid)
+            result = {**result, "boot_id": main.boot_id}
+        return result
 
     async def make_permanent(args: dict[str, Any], progress: Progress) -> Any:
         return await h.make_permanent(_vsn(args))

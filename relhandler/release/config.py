@@ -54,7 +54,7 @@ class BuildConfig:
     version: str
     python: str
     apps: tuple[AppConfig, ...]
-    include_deps: bool = False
+    include_deps: bool = True
     dependencies: tuple[str, ...] = ()
     config: Path | None = None
 
@@ -194,10 +194,11 @@ def read_config(project_dir: Path) -> BuildConfig:
             'must be a non-empty array of application names, e.g. ["my_app"]',
         )
         app_names = []
-    include_deps = rel.get("include_deps", False)
+    # [project].dependencies are bundled unless the project opts out (include_deps = false)
+    include_deps = rel.get("include_deps", True)
     if not isinstance(include_deps, bool):
         pb.add("tool.relhandler.release", "include_deps", "must be true or false")
-        include_deps = False
+        include_deps = True
     deps = project.get("dependencies", [])
     for d in deps if isinstance(deps, list) else []:
         try:

@@ -74,6 +74,8 @@ class FakeMain:
     release_version: str | None = "1.0.0"
     stopped: bool = False
     handler: Any = None  # no release handler: code loading takes no lock
+    boot_id: str = "b00t"
+    boot_failure: dict[str, Any] | None = None
 
     def request_stop(self, code: int = 0) -> None:
         self.stopped = True
@@ -113,7 +115,13 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
 
 
 async def test_ping_and_status(env: Env) -> None:
-    assert await env.op("ping") == {"pong": True, "release": "1.0.0", "pid": os.getpid()}
+    assert await env.op("ping") == {
+        "pong": True,
+        "release": "1.0.0",
+        "pid": os.getpid(),
+        "boot_id": "b00t",
+        "boot_failure": None,
+    }
     env.node.spawn(env.node.code.current(env.mod).loop)
     st = await env.op("status")
     assert st["release"] == {"name": "fx", "version": "1.0.0"}

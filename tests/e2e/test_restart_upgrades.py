@@ -1,0 +1,120 @@
+"""Restart-type upgrades end to end (issue 16): a bundled dependency not marked hot changes,
+the relup restarts the node, and upgrade/downgrade wait for it, report it and make the
+release permanent; a release that cannot boot falls back to the permanent one (exit 1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.depproj import DepProject, rh
+from tests.fixtures.mkroot import NodeProc, start_node
+
+pytestmark = pytest.mark.e2e
+
+
+def _json(*args: str) -> Any:
+    r = rh(*args, "--json")
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def _statuses(root: Path) -> dict[str, str]:
+    return {r["version"]: r["status"] for r in _json("releases", "--root", str(root))}
+
+
+def _dep_version(root: Path) -> str:
+    r = rh("rpc", "dep.uses_dep:version", "[]", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    return str(json.loads(r.stdout))
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory: pytest.TempPathFactory) -> DepProject:
+    """Releases 0.1.0, 0.2.0 and 0.3.0 bundling rh_testdep 1.0, 2.0 and a 3.0 that fails
+    at import (the app's start imports it), built once for the module."""
+    p = DepProject(tmp_path_factory.mktemp("depproj"))
+    p.wheel("1.0")
+    p.wheel("2.0")
+    p.wheel("3.0", init="raise RuntimeError('rh_testdep 3.0 is broken')\n")
+    p.build("0.1.0", "1.0")
+    p.build("0.2.0", "2.0")
+    p.build("0.3.0", "3.0")
+    p.relup("0.2.0", "0.1.0")
+    p.relup("0.3.0", "0.1.0")
+    return p
+
+
+def _reboot(node: NodeProc, nodes: list[NodeProc]) -> None:
+    node.kill9()
+    nodes.append(start_node(node.root))
+
+
+def test_upgrade_and_downgrade_through_a_restart(
+    proj: DepProject, tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    p = proj
+    root = tmp_path / "root"
+    assert rh("deploy", p.tarball("0.1.0"), "--root", str(root)).returncode == 0
+    node = start_node(root)
+    nodes.append(node)
+    assert _dep_version(root) == "1.0"
+
+    up = _json("upgrade", p.tarball("0.2.0"), "--root", str(root))
+    assert up["restarted"] is True
+    assert up["install"]["restarted"] is True and up["install"]["release"] == "0.2.0"
+    assert up["make_permanent"] == {"version": "0.2.0", "status": "permanent"}
+    assert _json("ping", "--root", str(root))["release"] == "0.2.0"
+    assert _dep_version(root) == "2.0"
+    assert _statuses(root) == {"0.1.0": "old", "0.2.0": "permanent"}
+    _reboot(node, nodes)  # kill -9 + start: the permanent release boots
+    node = nodes[-1]
+    assert _dep_version(root) == "2.0"
+
+    down = _json("downgrade", "0.1.0", "--root", str(root))
+    assert down["restarted"] is True
+    assert down["make_permanent"] == {"version": "0.1.0", "status": "permanent"}
+    assert _dep_version(root) == "1.0"
+    assert _statuses(root)["0.1.0"] == "permanent"
+    _reboot(node, nodes)
+    assert _dep_version(root) == "1.0"
+
+
+@pytest.mark.slow
+def test_install_alone_waits_and_leaves_the_release_current(
+    proj: DepProject, tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    p = proj
+    root = tmp_path / "root"
+    assert rh("deploy", p.tarball("0.1.0"), "--root", str(root)).returncode == 0
+    nodes.append(start_node(root))
+    assert rh("unpack", p.tarball("0.2.0"), "--root", str(root)).returncode == 0
+    r = rh("install", "0.2.0", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert "restarted" in r.stdout
+    assert _dep_version(root) == "2.0"
+    assert _statuses(root) == {"0.1.0": "permanent", "0.2.0": "current"}
+
+
+@pytest.mark.slow
+def test_a_release_that_cannot_boot_falls_back_to_the_permanent_one(
+    proj: DepProject, tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    p = proj
+    root = tmp_path / "root"
+    assert rh("deploy", p.tarball("0.1.0"), "--root", str(root)).returncode == 0
+    node = start_node(root)
+    nodes.append(node)
+    r = rh("upgrade", p.tarball("0.3.0"), "--root", str(root), "--json")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    err = json.loads(r.stdout)["error"]
+    assert err["code"] == "restart_failed"
+    assert "rh_testdep 3.0 is broken" in err["message"]
+    assert "fell back to the permanent release 0.1.0" in err["message"]
+    assert node.proc.poll() is None  # the same OS process, re-executed twice
+    assert _json("ping", "--root", str(root))["release"] == "0.1.0"
+    assert _dep_version(root) == "1.0"
+    assert _statuses(root) == {"0.1.0": "permanent", "0.3.0": "unpacked"}
