@@ -236,6 +236,7 @@ class NodeMain:
                     raise
             else:
                 release_ops.register(ops, self)
+                importlib.import_module("relhandler.control.verify_ops").register(ops, self)
             server = ControlServer(self.root, cookie, ops)
             await server.start()
             # what boot created lives as long as the node: keep it out of GC passes

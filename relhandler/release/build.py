@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
+
 from relhandler.errors import ConfigError
 from relhandler.release.config import BuildConfig, read_config
 from relhandler.release.model import (
@@ -153,6 +155,8 @@ def build(project_dir: Path, out_dir: Path | None = None) -> BuildResult:
     if cfg.config is not None:
         sys_cfg = parse_sys(load_toml(cfg.config), str(cfg.config))
         (rel_dir / "sys.toml").write_text(dump_sys(sys_cfg))
+    if cfg.verify is not None:
+        (rel_dir / "verify.toml").write_text(tomli_w.dumps(cfg.verify.to_toml()))
     write_release_files(root, rel)
     tarball = write_tarball(root, release_dirs(rel), out / f"{cfg.name}-{cfg.version}.tar.gz")
     data = tarball.read_bytes()

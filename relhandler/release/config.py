@@ -19,11 +19,20 @@ from packaging.version import InvalidVersion, Version
 
 from relhandler.errors import ConfigError
 
-__all__ = ["AppConfig", "BuildConfig", "discover_modules", "read_config"]
+__all__ = [
+    "AppConfig",
+    "BuildConfig",
+    "VerifyConfig",
+    "discover_modules",
+    "read_config",
+    "read_verify",
+]
 
 RELEASE_KEYS = {"name", "version", "python", "applications", "include_deps", "config"}
 APP_KEYS = {"path", "version", "start", "applications", "env", "appup"}
+VERIFY_KEYS = {"calls", "load", "health", "roundtrip_exempt"}
 START_TYPES = ("permanent", "transient", "temporary", "load", "none")
+_MFN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,31 @@ class AppConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    """``[tool.relhandler.verify]``: the hooks ``relhandler verify`` drives a release with.
+
+    ``calls`` are ``(registered process name, request)`` pairs sent with ``gen_server.call``;
+    ``load`` and each of ``health`` are ``"module:function"`` run on the node; a module in
+    ``roundtrip_exempt`` is not held to ``down(up(state)) == state``."""
+
+    calls: tuple[tuple[str, Any], ...] = ()
+    load: str | None = None
+    health: tuple[str, ...] = ()
+    roundtrip_exempt: tuple[str, ...] = ()
+
+    def to_toml(self) -> dict[str, Any]:
+        """The table as written into the release (``releases/VSN/verify.toml``)."""
+        out: dict[str, Any] = {
+            "calls": [[n, r] for n, r in self.calls],
+            "health": list(self.health),
+            "roundtrip_exempt": list(self.roundtrip_exempt),
+        }
+        if self.load is not None:
+            out["load"] = self.load
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class BuildConfig:
     """A release project's build configuration."""
 
@@ -57,6 +91,7 @@ class BuildConfig:
     include_deps: bool = True
     dependencies: tuple[str, ...] = ()
     config: Path | None = None
+    verify: VerifyConfig | None = None
 
 
 def discover_modules(pkg_dir: Path) -> tuple[str, ...]:
@@ -149,8 +184,8 @@ def read_config(project_dir: Path) -> BuildConfig:
             f"{path.name}: no [tool.relhandler] table; add [tool.relhandler.release] "
             f'with applications = ["your_app"]'
         )
-    for k in sorted(set(tool) - {"release", "apps"}):
-        pb.add("tool.relhandler", k, "unknown key; allowed: release, apps")
+    for k in sorted(set(tool) - {"release", "apps", "verify"}):
+        pb.add("tool.relhandler", k, "unknown key; allowed: release, apps, verify")
     rel = tool.get("release", {})
     if not isinstance(rel, dict):
         pb.add("tool.relhandler", "release", "must be a table")
@@ -283,6 +318,7 @@ def read_config(project_dir: Path) -> BuildConfig:
                 an, str(av), pkg, mods, start, tuple(needs), env, appup if appup.is_file() else None
             )
         )
+    verify = _verify_config(pb, tool.get("verify")) if "verify" in tool else None
     pb.raise_if_any()
     return BuildConfig(
         project_dir,
@@ -293,4 +329,60 @@ def read_config(project_dir: Path) -> BuildConfig:
         include_deps,
         tuple(deps),
         cfg_path,
+        verify,
     )
+
+
+def _verify_config(pb: _Problems, tbl: Any) -> VerifyConfig | None:
+    sec = "tool.relhandler.verify"
+    if not isinstance(tbl, dict):
+        pb.add("tool.relhandler", "verify", "must be a table")
+        return None
+    for k in sorted(set(tbl) - VERIFY_KEYS):
+        pb.add(sec, k, f"unknown key; allowed: {', '.join(sorted(VERIFY_KEYS))}")
+    calls: list[tuple[str, Any]] = []
+    raw_calls = tbl.get("calls", [])
+    if not isinstance(raw_calls, list):
+        raw_calls = [None]
+    for c in raw_calls:
+        if isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) and c[0]:
+            calls.append((c[0], c[1]))
+        else:
+            pb.add(
+                sec,
+                "calls",
+                f'{c!r}: each call is [process_name, request], e.g. calls = [["counter", "incr"]]',
+            )
+            break
+    load = tbl.get("load")
+    if load is not None and not (isinstance(load, str) and _MFN.fullmatch(load)):
+        pb.add(sec, "load", f'{load!r} must look like "package.module:function"')
+        load = None
+    health = tbl.get("health", [])
+    if not isinstance(health, list) or not all(
+        isinstance(h, str) and _MFN.fullmatch(h) for h in health
+    ):
+        pb.add(sec, "health", 'must be an array of "package.module:function" strings')
+        health = []
+    exempt = tbl.get("roundtrip_exempt", [])
+    if not isinstance(exempt, list) or not all(isinstance(m, str) and m for m in exempt):
+        pb.add(sec, "roundtrip_exempt", 'must be an array of module names, e.g. ["app.cache"]')
+        exempt = []
+    return VerifyConfig(tuple(calls), load, tuple(health), tuple(exempt))
+
+
+def read_verify(rel_dir: Path) -> VerifyConfig | None:
+    """A built release's ``verify.toml`` (``releases/VSN/``), None if it declares none;
+    raises ``ConfigError`` naming the file if it is not what ``build`` writes."""
+    path = rel_dir / "verify.toml"
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e} — rebuild the release with `relhandler build`") from e
+    pb = _Problems(path, "[tool.relhandler.verify]\n" + text)
+    v = _verify_config(pb, data)
+    pb.raise_if_any()
+    return v

@@ -44,6 +44,13 @@ def test_every_app_key_is_documented(key: str) -> None:
     assert f"| `{key}` |" in section
 
 
+@pytest.mark.parametrize("key", sorted(config.VERIFY_KEYS))
+def test_every_verify_key_is_documented(key: str) -> None:
+    text = (DOCS / "reference" / "config.md").read_text()
+    section = text.split("## `[tool.relhandler.verify]`")[1].split("\n## ")[0]
+    assert f"| `{key}` |" in section
+
+
 @pytest.mark.parametrize("name", sorted(set(LOW_LEVEL)))
 def test_every_low_level_instruction_is_documented(name: str) -> None:
     assert name in _rows("reference/appup.md")

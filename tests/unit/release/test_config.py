@@ -116,3 +116,43 @@ def test_cli_exit_code_2_and_one_line(tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1
     assert "version" in r.stderr
     assert "PEP 440" in r.stderr
+
+
+VERIFY = (
+    GOOD
+    + """
+[tool.relhandler.verify]
+calls = [["counter", "incr"], ["counter", ["add", 2]]]
+load = "shop.core:drive"
+health = ["shop.core:ok"]
+roundtrip_exempt = ["shop.cache"]
+"""
+)
+
+
+def test_verify_table(tmp_path: Path) -> None:
+    v = read_config(project(tmp_path, VERIFY)).verify
+    assert v is not None
+    assert v.calls == (("counter", "incr"), ("counter", ["add", 2]))
+    assert (v.load, v.health, v.roundtrip_exempt) == (
+        "shop.core:drive",
+        ("shop.core:ok",),
+        ("shop.cache",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "msg"),
+    [
+        (
+            'calls = ["counter"]',
+            r"tool\.relhandler\.verify\.calls: 'counter': each call is \[process_name, request\]",
+        ),
+        ('load = "nocolon"', r"tool\.relhandler\.verify\.load: 'nocolon' must look like"),
+        ("health = [1]", r"tool\.relhandler\.verify\.health: must be an array"),
+        ("speed = 3", r"tool\.relhandler\.verify\.speed: unknown key"),
+    ],
+)
+def test_verify_table_errors(tmp_path: Path, bad: str, msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        read_config(project(tmp_path, GOOD + "\n[tool.relhandler.verify]\n" + bad + "\n"))

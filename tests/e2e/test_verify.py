@@ -1,0 +1,124 @@
+"""``relhandler verify``: the rehearsal passes on the sample app's 1 → 2 and fails, naming the
+phase, the process, the module and the exception, on a 2 that breaks a state on the way up or
+does not restore it on the way down. Real tarballs, a real node, real control socket."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SAMPLE
+from tests.fixtures.mkroot import cli
+
+COUNTER_UP = '    return ("ok", {**state, "history": list(extra.get("default_history", []))})\n'
+COUNTER_DOWN = '        return ("ok", {"n": state["n"]})\n'
+VARIANTS = {
+    # one state shape breaks on the way up: a counter that has counted (the boot phase's
+    # load made it count) raises
+    "bad_up": (
+        COUNTER_UP,
+        "    if state['n'] > 0:\n"
+        '        raise ValueError(f"cannot migrate a used counter: {state!r}")\n' + COUNTER_UP,
+    ),
+    # the way down loses the count
+    "bad_down": (COUNTER_DOWN, '        return ("ok", {"n": 0})\n'),
+}
+
+
+def _variant(work: Path, sample_builds: Path, name: str) -> Path:
+    """A 2.0.0 whose counter's code_change is broken (``VARIANTS[name]``), with its relup."""
+    old, new = VARIANTS[name]
+    proj = work / name
+    shutil.copytree(SAMPLE / "v2", proj)
+    counter = proj / "src" / "sample" / "counter.py"
+    text = counter.read_text()
+    assert old in text
+    counter.write_text(text.replace(old, new))
+    out = work / f"rel-{name}"
+    cli("build", "--project", str(proj), "--out", str(out), check=True)
+    cli(
+        "relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", str(out / "sample"),
+        "--from-tarball", str(sample_builds / "sample-1.0.0.tar.gz"), check=True,
+    )  # fmt: skip
+    return out / "sample-2.0.0.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def broken(sample_builds: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("verify")
+    return {name: _variant(work, sample_builds, name) for name in VARIANTS}
+
+
+def _verify(old: Path, new: Path, *extra: str) -> tuple[int, dict[str, object], str]:
+    r = cli("verify", "--from", str(old), "--to", str(new), "--duration", "0.3", *extra)
+    return r.returncode, (json.loads(r.stdout) if "--json" in extra else {}), r.stdout + r.stderr
+
+
+def test_verify_passes_on_the_sample_and_prints_its_table(sample_builds: Path) -> None:
+    r = cli(
+        "verify", "--from", str(sample_builds / "sample-1.0.0.tar.gz"),
+        "--to", str(sample_builds / "sample-2.0.0.tar.gz"), "--duration", "0.3",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    for word in ("phase", "boot", "upgrade", "downgrade", "upgrade-again", "round-tripped"):
+        assert word in r.stdout
+    assert "verify passed: 1.0.0 → 2.0.0 → 1.0.0 → 2.0.0" in r.stdout
+    # not a TTY: plain progress lines, one per step
+    assert "upgrade: installing 2.0.0" in r.stderr
+    assert "downgrade: 1 states round-tripped, 0 did not" in r.stderr
+
+
+@pytest.mark.slow
+def test_verify_json_reports_every_phase(sample_builds: Path) -> None:
+    code, rep, out = _verify(
+        sample_builds / "sample-1.0.0.tar.gz", sample_builds / "sample-2.0.0.tar.gz", "--json"
+    )
+    assert code == 0, out
+    assert rep["ok"] is True and rep["failures"] == []
+    phases = {p["name"]: p for p in rep["phases"]}  # type: ignore[attr-defined]
+    assert list(phases) == ["boot", "upgrade", "downgrade", "upgrade-again"]
+    for p in phases.values():
+        assert p["calls"] > 0 and p["failed"] == 0 and p["max_latency_ms"] > 0
+    for name in ("upgrade", "downgrade", "upgrade-again"):
+        assert phases[name]["migrated"] >= 1 and phases[name]["suspended_ms"] > 0
+        assert phases[name]["health_passed"] == 1
+    assert phases["downgrade"]["roundtrip_ok"] == 1
+    [row] = rep["roundtrip"]  # type: ignore[misc]
+    assert (row["module"], row["result"]) == ("sample.counter", "ok")
+
+
+def test_verify_fails_on_a_code_change_that_breaks_a_state(
+    sample_builds: Path, broken: dict[str, Path]
+) -> None:
+    code, rep, out = _verify(sample_builds / "sample-1.0.0.tar.gz", broken["bad_up"], "--json")
+    assert code == 1, out
+    [f] = rep["failures"]  # type: ignore[misc]
+    assert (f["phase"], f["what"], f["module"]) == ("upgrade", "install", "sample.counter")
+    assert (
+        f["process"].startswith("<") and "ValueError: cannot migrate a used counter" in (f["error"])
+    )
+    assert [p["name"] for p in rep["phases"]] == ["boot", "upgrade"]  # type: ignore[attr-defined]
+
+
+def test_verify_fails_when_down_does_not_restore_the_state(
+    sample_builds: Path, broken: dict[str, Path]
+) -> None:
+    r = cli(
+        "verify", "--from", str(sample_builds / "sample-1.0.0.tar.gz"),
+        "--to", str(broken["bad_down"]), "--duration", "0.3",
+    )  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+    assert lines, r.stderr
+    assert "phase downgrade: roundtrip failed in process <" in lines[0]
+    assert "(module sample.counter): down(up(state)) != state" in lines[0]
+    assert "round-tripped" in r.stdout and "0/1" in r.stdout
+
+
+def test_verify_refuses_a_missing_tarball(tmp_path: Path) -> None:
+    r = cli("verify", "--from", str(tmp_path / "a.tar.gz"), "--to", str(tmp_path / "b.tar.gz"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "--from" in r.stderr and "no such file" in r.stderr
