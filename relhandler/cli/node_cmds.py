@@ -123,6 +123,13 @@ def reload(
         Path | None, typer.Option("--from", help="Load a patched copy from this file.")
     ] = None,
     revert: Annotated[bool, typer.Option(help="Load the release's own version again.")] = False,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            help="As an appup update: migrate states with the new code_change (if it has "
+            "one), kill processes in the oldest code, roll back on failure."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Load a module's code again on the running node (the shell's l/1).
@@ -131,10 +138,19 @@ def reload(
     """
     if from_file is not None and revert:
         raise UsageError("use either --from FILE or --revert, not both")
+    if migrate and (from_file is not None or revert):
+        raise UsageError("--migrate reloads from the code path: drop --from/--revert")
     args: dict[str, Any] = {"module": module, "revert": revert}
     if from_file is not None:
         args["from"] = str(from_file.resolve())
+    if migrate:
+        args["migrate"] = True
     res = node_call(root, "reload", args, json_out=json_out)
+    if migrate:
+        from relhandler.handler.reload import summary
+
+        emit(res, json_out=json_out, human=lambda: say(summary(res)))
+        return
     emit(
         res,
         json_out=json_out,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relhandler.errors import InputError, NoSuchModuleError, ProcessError, UsageError
+from relhandler.handler.reload import reload_module
 from relhandler.runtime import Node
 
 if TYPE_CHECKING:
@@ -65,6 +66,11 @@ async def run_in_process(node: Node, fn: Any, *args: Any) -> Any:
 def make_ops(main: NodeMain) -> dict[str, Op]:
     """The node's own ops; the release handler adds its own to the same dict.
 
+    ``reload`` is the shell's ``l/1`` (refused while old code runs), or with ``migrate`` the
+    safe reload of :func:`relhandler.handler.reload.reload_module` (``relhandler dev``):
+    behaviour processes suspended, migrated by ``code_change`` and resumed, rolled back on
+    failure; it answers the :class:`ReloadReport`.
+
     ``reload``, ``purge`` and an ``rpc`` that has to load its module change the module
     table: they take the release handler's lock, so none of them lands in the middle of an
     install (where code_change would see the wrong old vsn and a rollback would revert it).
@@ -108,6 +114,17 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
         src = args.get("from")
         if src is not None and args.get("revert"):
             raise UsageError("use either --from FILE or --revert, not both")
+        if args.get("migrate"):
+            if src is not None or args.get("revert"):
+                raise UsageError("--migrate reloads from the code path: drop --from/--revert")
+            h = main.handler
+            report = await reload_module(
+                node,
+                name,
+                lock=h.lock if h is not None else None,
+                request_restart=main.request_restart,
+            )
+            return report.to_wire()
         file = None
         if src is not None:
             file = Path(str(src))

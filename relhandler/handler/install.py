@@ -50,6 +50,7 @@ __all__ = [
     "InstallOptions",
     "InstallResult",
     "Installer",
+    "behaviour_index",
     "find_processes",
     "trial_copy",
 ]
@@ -319,6 +320,19 @@ def _process_index(node: Node) -> dict[str, list[Pid]]:
     return {m: list(pids) for m, pids in index.items()}
 
 
+def behaviour_index(node: Node) -> dict[str, list[Pid]]:
+    """``_process_index`` plus every live behaviour process outside the supervision trees,
+    by the modules its sys hooks name (a reload on a dev node: a GenServer started from the
+    console is migrated too, where an install finds only what the trees' child specs name)."""
+    index = {m: dict.fromkeys(pids) for m, pids in _process_index(node).items()}
+    for p in list(node.processes.values()):
+        s = p.sys
+        if p.alive and isinstance(s, rsys.SysState):
+            for m in s.modules():
+                index.setdefault(m, {})[p.pid] = None
+    return {m: list(pids) for m, pids in index.items()}
+
+
 @dataclass(slots=True)
 class _Undo:
     snapshot: Snapshot | None = None
@@ -338,7 +352,8 @@ class Installer:
 
     ``lib_dir(app, vsn)`` gives the directory of an application version (the target
     release's); ``new_specs`` / ``new_env`` are the target release's app specs and env,
-    installed at the point of no return.
+    installed at the point of no return. ``index(node)`` maps a module to the processes a
+    ``suspend`` or ``code_change`` of it touches (default: the supervision trees' specs).
     """
 
     def __init__(
@@ -353,8 +368,10 @@ class Installer:
         new_env: dict[str, dict[str, Any]],
         options: InstallOptions,
         progress: Progress | None = None,
+        index: Callable[[Node], dict[str, list[Pid]]] | None = None,
     ) -> None:
         self.node = node
+        self._index = index if index is not None else _process_index
         self.terms = [to_term(i, f"relup instruction {k}") for k, i in enumerate(script)]
         self.mode = mode
         self.lib_dir = lib_dir
@@ -514,7 +531,7 @@ class Installer:
         code = self.node.code
         scratch: dict[str, types.ModuleType] = {}
         loaded_before: set[str] = set()
-        index = _process_index(self.node)
+        index = self._index(self.node)
 
         async def code_of(m: str) -> Any:
             """The code of ``m`` a code_change at this point of the script runs: the new
@@ -670,7 +687,7 @@ class Installer:
     def dry_run(self) -> list[dict[str, Any]]:
         """Every instruction with the processes its suspend/code_change would touch."""
         out = []
-        index = _process_index(self.node)
+        index = self._index(self.node)
         for k, i in enumerate(self.terms):
             row: dict[str, Any] = {"index": k, "instruction": from_term(i)}
             if _tag(i) == "suspend":
@@ -838,7 +855,7 @@ class Installer:
             self.result.unpurged[mod] = post
 
     async def _suspend(self, entries: list[Any]) -> None:
-        index = _process_index(self.node)
+        index = self._index(self.node)
         for e in entries:
             mod, t = e if isinstance(e, tuple) else (e, "default")
             if self.opts.suspend_timeout is not None:

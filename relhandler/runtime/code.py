@@ -310,12 +310,14 @@ class CodeServer:
     def _locate(self, name: str) -> tuple[Path, bool] | None:
         rel = Path(*name.split("."))
         for d in self.path:
+            # resolved: a dev root's lib dir links the project's package (relhandler dev),
+            # and errors, tracebacks and `which` name the source file that was edited
             pkg = d / rel / "__init__.py"
             if pkg.is_file():
-                return pkg, True
+                return pkg.resolve(), True
             mod = d / rel.with_suffix(".py")
             if mod.is_file():
-                return mod, False
+                return mod.resolve(), False
         return None
 
     def find(self, name: str) -> Path:

@@ -80,6 +80,9 @@ class FakeMain:
     def request_stop(self, code: int = 0) -> None:
         self.stopped = True
 
+    def request_restart(self) -> None:
+        raise AssertionError("no op here restarts the node")
+
 
 @dataclass
 class Env:
@@ -255,3 +258,25 @@ async def test_which_unknown_module(env: Env) -> None:
 def test_jsonable() -> None:
     assert jsonable({"a": (1, 2)}) == {"a": [1, 2]}
     assert jsonable({1, 2}) == repr({1, 2})
+
+
+async def test_reload_migrate_answers_the_report_and_kills_the_oldest_code(env: Env) -> None:
+    pid = env.node.spawn(env.node.code.current(env.mod).loop)
+    env.write("v2")
+    r = await env.op("reload", module=env.mod, migrate=True)
+    assert (r["module"], r["change"], r["old_code"], r["killed"]) == (
+        env.mod,
+        "load",
+        [str(pid)],
+        [],
+    )
+    assert r["vsn"] == env.node.code.vsn(env.mod) and r["file"] == str(env.file)
+    env.write("v3")  # where the plain reload is refused, the safe one purges, as c/1 does
+    r = await env.op("reload", module=env.mod, migrate=True)
+    assert r["killed"] == [str(pid)]
+    assert await env.op("rpc", module=env.mod, function="version", args=[]) == "v3"
+
+
+async def test_reload_migrate_takes_no_file(env: Env, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--migrate reloads from the code path"):
+        await env.op("reload", module=env.mod, migrate=True, revert=True)
