@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from relhandler.control import node_ops
+from relhandler.control import console, node_ops
 from relhandler.control.server import ControlServer, ensure_cookie, run_dir
 from relhandler.errors import ReleaseError, UnreachableError, UsageError
 from relhandler.handler import store
@@ -229,6 +229,7 @@ class NodeMain:
                 self.restart_argv = node_argv(self.root)
                 return 1
             ops = node_ops.make_ops(self)
+            ops["console"] = console.make_op(self)
             try:
                 release_ops = importlib.import_module("relhandler.control.release_ops")
             except ModuleNotFoundError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hmac
 import logging
 import os
@@ -28,7 +29,16 @@ from typing import Any
 from relhandler.control.protocol import auth_response, encode, read_frame, write_frame
 from relhandler.errors import ConfigError, ProtocolError, RelhandlerError
 
-__all__ = ["AUTH_TIMEOUT", "ControlServer", "Op", "Progress", "ensure_cookie", "run_dir"]
+__all__ = [
+    "AUTH_TIMEOUT",
+    "Connection",
+    "ControlServer",
+    "Op",
+    "Progress",
+    "current_connection",
+    "ensure_cookie",
+    "run_dir",
+]
 
 log = logging.getLogger("relhandler.control")
 
@@ -38,6 +48,42 @@ PROGRESS_BACKLOG = 256 * 1024
 """Bytes of unsent output past which progress events to a connection are dropped."""
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 Op = Callable[[dict[str, Any], Progress], Awaitable[Any]]
+
+
+class Connection:
+    """The authenticated connection an op is answering (``current_connection()``): lets an op
+    keep state for the life of its client (the console's sessions) and notice a client gone."""
+
+    def __init__(self, reader: asyncio.StreamReader, uid: int | None) -> None:
+        self.uid = uid
+        self._reader = reader
+        self._on_close: list[Callable[[], None]] = []
+
+    def peer_closed(self) -> bool:
+        """The client closed its end (nothing more will come from it)."""
+        return self._reader.at_eof()
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when this connection ends, however it ends."""
+        self._on_close.append(fn)
+
+    def _closed(self) -> None:
+        for fn in self._on_close:
+            try:
+                fn()
+            except Exception:
+                log.exception("control: a connection-close callback failed")
+        self._on_close.clear()
+
+
+_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "relhandler_control_connection", default=None
+)
+
+
+def current_connection() -> Connection | None:
+    """Inside an op: the connection it answers; None when called otherwise (tests)."""
+    return _connection.get()
 
 
 def run_dir(root: Path) -> Path:
@@ -157,6 +203,8 @@ class ControlServer:
         assert task is not None
         self._conns.add(task)
         uid = _peer_uid(writer)
+        conn = Connection(reader, uid)
+        _connection.set(conn)  # this task's own context: the ops it awaits see it
         try:
             await self._session(reader, writer, uid)
         except (ProtocolError, ConnectionError, TimeoutError) as e:
@@ -165,6 +213,7 @@ class ControlServer:
             pass
         finally:
             self._conns.discard(task)
+            conn._closed()
             writer.close()
 
     async def _session(

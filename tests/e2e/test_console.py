@@ -1,0 +1,130 @@
+"""`relhandler console` against a real node of the sample release: through a pseudo-terminal
+(history, completion, Ctrl-D), with `-c` and pipes (no TTY), and refused without the cookie."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.ptyproc import PtyProc
+from tests.fixtures.mkroot import NodeProc, cli, start_node
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = r">>> "
+
+
+def _console_argv(root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "relhandler.cli", "console", "--root", str(root), *extra]
+
+
+def _env(home: Path) -> dict[str, str]:
+    # HOME: the history file goes to the test's directory; TERM=dumb: no escape sequences
+    return {**os.environ, "HOME": str(home), "TERM": "dumb", "NO_COLOR": "1"}
+
+
+def deploy_sample(builds: Path, root: Path) -> Path:
+    cli("deploy", str(builds / "sample-1.0.0.tar.gz"), "--root", str(root), check=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sample_node(
+    sample_builds: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProc]:
+    """One node of sample 1.0.0 for the console tests that do not change its code."""
+    root = deploy_sample(sample_builds, tmp_path_factory.mktemp("con") / "root")
+    n = start_node(root)
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture
+def tty(sample_node: NodeProc, tmp_path: Path) -> Iterator[PtyProc]:
+    p = PtyProc(_console_argv(sample_node.root), env=_env(tmp_path))
+    try:
+        p.expect("Ctrl-D leaves")
+        p.expect(">>> ")
+        yield p
+    finally:
+        p.close()
+
+
+def run(p: PtyProc, line: str, answer: str) -> re.Match[str]:
+    """Type ``line``; wait for ``answer`` (a regex) and the next prompt; the match."""
+    p.sendline(line)
+    m = p.expect(answer)
+    p.expect(PROMPT)
+    return m
+
+
+def test_console_on_a_tty_reads_state_calls_survives_a_raise_and_leaves(
+    tty: PtyProc, sample_node: NodeProc, tmp_path: Path
+) -> None:
+    root = sample_node.root
+    n = int(run(tty, 'await get_state("counter")', r"\{'n': (\d+)\}").group(1))
+    run(tty, 'await call("counter", "incr")', rf"\n{n + 1}\n")
+    # an input that raises: its traceback, and the node (and this console) go on
+    for line in ("def boom():", "    return 1 / 0"):
+        tty.sendline(line)
+        tty.expect(r"\.\.\. ")
+    tty.sendline("")
+    tty.expect(PROMPT)
+    run(tty, "boom()", r'File "<console#\d+>", line 2, in boom\n +return 1 / 0')
+    assert "ZeroDivisionError: division by zero" in tty.transcript
+    run(tty, 'await call("counter", "get")', rf"\{{'n': {n + 1}\}}")
+    # Tab completion asks the node for the names in this session
+    tty.send("get_st\t")
+    tty.expect("get_state\\(")
+    run(tty, '"counter")', rf"\{{'n': {n + 1}\}}")
+    # Ctrl-D leaves; the node keeps running
+    tty.send("\x04")
+    assert tty.wait() == 0
+    assert sample_node.proc.poll() is None
+    assert cli("ping", "--root", str(root)).returncode == 0
+    hist = (tmp_path / ".relhandler_history").read_text()
+    assert 'await call("counter", "incr")' in hist
+
+
+def test_console_c_and_stdin_without_a_tty(sample_node: NodeProc) -> None:
+    root = sample_node.root
+
+    def console(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _console_argv(root, *args), input=stdin, capture_output=True, text=True, timeout=60
+        )
+
+    r = console("-c", 'print("side"); (await call("counter", "get"))["n"] >= 0')
+    assert (r.returncode, r.stdout, r.stderr) == (0, "side\nTrue\n", "")
+    r = console("-c", "{}['missing']")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("Traceback") and r.stderr.rstrip().endswith("KeyError: 'missing'")
+    r = console(stdin="x = len(registered())\nx > 0\n")
+    assert (r.returncode, r.stdout) == (0, "True\n"), r.stderr
+    assert cli("ping", "--root", str(root)).returncode == 0
+
+
+def test_console_is_refused_without_the_cookie(sample_node: NodeProc, tmp_path: Path) -> None:
+    """The console runs any code: it is exactly as guarded as install (the cookie)."""
+    fake = tmp_path / "fake"
+    (fake / "run").mkdir(parents=True, mode=0o700)
+    (fake / "run" / "node.sock").symlink_to(sample_node.root / "run" / "node.sock")
+    (fake / "run" / "cookie").write_text("0" * 64)
+    marker = tmp_path / "ran"
+    r = subprocess.run(
+        _console_argv(fake, "-c", f"open({str(marker)!r}, 'w')"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 3 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "refused the cookie" in r.stderr
+    assert not marker.exists()
