@@ -8,7 +8,8 @@ re-executes itself in the same OS process, booting what start.toml says. If that
 a one-shot ``next_boot`` (a restart-type install) and it fails, the node records why in
 ``run/boot_failure.json`` and re-executes once more on the permanent release, as OTP's heart
 restart does; the new node's ``ping`` reports that failure, so the CLI waiting for the restart
-can say exit 1 with the reason.
+can say exit 1 with the reason. Listening sockets are handed to the re-executed node
+(``runtime/listenfds.py``), so connections wait in the backlog instead of being refused.
 
 Both the daemon and every re-exec run ``python -I`` (isolated mode: no current directory or
 script directory on ``sys.path``, no ``PYTHON*`` variables, no user site) with the release
@@ -40,7 +41,7 @@ from relhandler.control.server import ControlServer, ensure_cookie, run_dir
 from relhandler.errors import ReleaseError, UnreachableError, UsageError
 from relhandler.handler import store
 from relhandler.handler.boot import BootedRelease, boot
-from relhandler.runtime import Node
+from relhandler.runtime import Node, listenfds
 from relhandler.runtime.application import AppController
 
 __all__ = [
@@ -186,6 +187,7 @@ class NodeMain:
     def request_restart(self) -> None:
         """Stop in order, then exec a fresh node on this root (boots what start.toml says)."""
         self.restart_argv = node_argv(self.root)
+        listenfds.registry.hand_over()  # the ports keep listening through the exec
         self.request_stop(0)
 
     def _app_died(self, app: str, reason: Any) -> None:
@@ -227,7 +229,9 @@ class NodeMain:
                 )
                 _write_boot_failure(self.root, one_shot, e)
                 self.restart_argv = node_argv(self.root)
+                listenfds.registry.hand_over()
                 return 1
+            listenfds.registry.close_unadopted()  # addresses this release no longer listens on
             ops = node_ops.make_ops(self)
             ops["console"] = console.make_op(self)
             try:
@@ -300,6 +304,7 @@ def _setup_logging() -> None:
 def run_node(root: Path, *, release: str | None = None) -> int:
     """Run a node in the foreground until stopped; returns the process exit code."""
     _setup_logging()
+    listenfds.registry.inherit(os.environ)  # the listeners of the node this exec replaced
     main = NodeMain(root, release=release)
     if importlib.util.find_spec("uvloop") is not None:  # optional faster loop
         import uvloop  # type: ignore[import-not-found]
@@ -310,6 +315,7 @@ def run_node(root: Path, *, release: str | None = None) -> int:
     if main.restart_argv is not None:
         logging.shutdown()
         os.chdir(main.root)  # the working directory is the root, not where start ran
+        listenfds.registry.export(os.environ)  # inheritable only now, for this exec
         os.execv(main.restart_argv[0], main.restart_argv)
     return code
 

@@ -35,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from relhandler.errors import NotAProcessError, SocketError
+from relhandler.runtime import listenfds
 from relhandler.runtime._kernel import (
     Node,
     Pid,
@@ -505,9 +507,9 @@ async def connect_unix(path: str | Path, **opts: Any) -> Socket:
 class Listener:
     """A listening socket (``gen_tcp:listen``): ``await accept()`` gives the next
     connection as a Socket owned by the caller. Closed when the process that opened it
-    exits, or by ``close()``."""
+    exits, or by ``close()``. A restart hands it to the new node (``listenfds``)."""
 
-    __slots__ = ("_opts", "_queue", "_server", "_watch", "node", "owner")
+    __slots__ = ("_held", "_opts", "_queue", "_server", "_watch", "node", "owner")
 
     def __init__(self, node: Node, owner: Process, opts: dict[str, Any]) -> None:
         self.node = node
@@ -517,6 +519,7 @@ class Listener:
             asyncio.Queue()
         )
         self._server: asyncio.Server | None = None
+        self._held: int | None = None
         self._watch = owner.add_watcher(lambda reason: self.close())
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -544,28 +547,54 @@ class Listener:
         self.owner.remove_watcher(self._watch)
         if self._server is not None:
             self._server.close()
+        listenfds.registry.release(self._held)
+        self._held = None
         while not self._queue.empty():
             _r, w = self._queue.get_nowait()
             w.close()
 
 
 async def _listen(
-    starter: Callable[..., Awaitable[asyncio.Server]], *args: Any, **opts: Any
+    starter: Callable[..., Awaitable[asyncio.Server]],
+    address: tuple[Any, ...],
+    key: Callable[[int], listenfds.ListenKey],
+    inherited: socket.socket | None,
+    opts: dict[str, Any],
 ) -> Listener:
     node = current_node()
     owner = _owner(node, opts.pop("owner", None))
     lst = Listener(node, owner, opts)
     limit = 2 * opts.get("chunk", _DEFAULTS["chunk"])
-    lst._server = await starter(lst._on_connect, *args, limit=limit)
+    if inherited is not None:  # the node before the restart listened here: no new bind
+        lst._server = await starter(lst._on_connect, sock=inherited, limit=limit)
+    else:
+        lst._server = await starter(lst._on_connect, *address, limit=limit)
+    socks = lst._server.sockets
+    if len(socks) == 1:
+        lst._held = listenfds.registry.hold(socks[0].fileno(), key(socks[0].family))
     return lst
 
 
 async def listen(host: str, port: int, **opts: Any) -> Listener:
     """Listen on TCP ``host:port`` (0: any free port, see ``.port``). ``opts`` (``active``,
     ``packet``...) are the defaults of the accepted sockets; ``owner=pid`` as elsewhere."""
-    return await _listen(asyncio.start_server, host, port, **opts)
+    inherited = listenfds.registry.adopt_tcp(host, port) if port else None
+    return await _listen(
+        asyncio.start_server,
+        (host, port),
+        lambda family: listenfds.tcp_key(family, host, port),
+        inherited,
+        opts,
+    )
 
 
 async def listen_unix(path: str | Path, **opts: Any) -> Listener:
     """Listen on a Unix socket at ``path``; as :func:`listen`."""
-    return await _listen(asyncio.start_unix_server, str(path), **opts)
+    key = listenfds.ListenKey(socket.AF_UNIX, str(path), 0)
+    return await _listen(
+        asyncio.start_unix_server,
+        (str(path),),
+        lambda family: key,
+        listenfds.registry.adopt(key),
+        opts,
+    )

@@ -20,8 +20,17 @@ import asyncio
 import logging
 from typing import Any
 
-from relhandler.runtime import current, current_node, gen_server, receive, spawn_link, trap_exit
+from relhandler.runtime import (
+    current,
+    current_node,
+    gen_server,
+    listenfds,
+    receive,
+    spawn_link,
+    trap_exit,
+)
 from relhandler.runtime import supervisor as sup
+from relhandler.runtime._kernel import current_process
 from relhandler.web import websocket
 from relhandler.web._http import serve_connection
 from relhandler.web.config import ListenerConfig, parse_listeners
@@ -176,17 +185,29 @@ class _Acceptor:
                 log.error("listener %s: connection process not started: %r", cfg.name, r)
                 writer.close()
 
+        # after a restart the node before it may have left this address listening
+        inherited = listenfds.registry.adopt_tcp(cfg.host, cfg.port) if cfg.port else None
+        where: dict[str, Any] = {"sock": inherited} if inherited else {"host": cfg.host}
+        if not inherited:
+            where["port"] = cfg.port
         server = await asyncio.start_server(
             on_connect,
-            cfg.host,
-            cfg.port,
+            **where,
             ssl=cfg.ssl_context(),
             backlog=cfg.backlog,
             limit=cfg.high_water,
         )
-        port = server.sockets[0].getsockname()[1]
+        socks = server.sockets
+        held = None
+        if len(socks) == 1:  # handed to the node a restart execs (listenfds)
+            key = listenfds.tcp_key(socks[0].family, cfg.host, cfg.port)
+            held = listenfds.registry.hold(socks[0].fileno(), key)
+            me = current_process()
+            if me is not None:  # a kill skips terminate: the exit still releases it
+                me.add_watcher(lambda reason: listenfds.registry.release(held))
+        port = socks[0].getsockname()[1]
         log.info("listener %s of %s on %s:%s", cfg.name, app, cfg.host, port)
-        return ("ok", {"server": server, "port": port, "host": cfg.host})
+        return ("ok", {"server": server, "port": port, "host": cfg.host, "held": held})
 
     @staticmethod
     def handle_call(req: Any, from_: Any, state: Any) -> Any:
@@ -206,6 +227,7 @@ class _Acceptor:
     def terminate(reason: Any, state: Any) -> None:
         # stop accepting first; open connections are ended by their supervisor after this
         state["server"].close()
+        listenfds.registry.release(state.get("held"))
 
     @staticmethod
     def code_change(old_vsn: Any, state: Any, extra: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from tests.fixtures.wheels import make_wheel
 
-__all__ = ["DepProject", "rh"]
+__all__ = ["DepProject", "free_port", "rh"]
 
 
 def rh(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Any:
@@ -46,6 +47,51 @@ async def start():
 """
 
 
+# a line server on the app's `port`: each line is answered with the dependency's version
+LINES = """
+from relhandler.runtime import current_node, receive, send, sockets, spawn, spawn_link
+
+import dep.uses_dep
+
+
+def start_link():
+    port = current_node().apps.get_env("dep", "port")
+    return ("ok", spawn_link(_accept, port))
+
+
+async def _accept(port):
+    lst = await sockets.listen("127.0.0.1", port)
+    while True:
+        pid = spawn(_serve)
+        send(pid, await lst.accept(owner=pid))
+
+
+async def _serve():
+    sock = await receive()
+    while True:
+        m = await receive()
+        if m[0] != "tcp":
+            return
+        sock.send((dep.uses_dep.version() + "\\n").encode())
+"""
+
+SUP = """
+def init(args):
+    flags = {"strategy": "one_for_one", "intensity": 5, "period": 10}
+    children = [
+        {"id": "server", "start": ("dep.server", "start_link", []), "modules": ["dep.server"]},
+        {"id": "lines", "start": ("dep.lines", "start_link", []), "modules": ["dep.lines"]},
+    ]
+    return ("ok", (flags, children))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class DepProject:
     """Project ``dep`` (app version pinned at 0.1.0) built as releases that differ only in
     the ``rh_testdep`` version they bundle; wheels come from a local dir, never an index."""
@@ -60,6 +106,10 @@ class DepProject:
         assert r.returncode == 0, r.stderr
         (self.proj / "src/dep/uses_dep.py").write_text(USES_DEP)
         (self.proj / "src/dep/app.py").write_text(APP)
+        (self.proj / "src/dep/lines.py").write_text(LINES)
+        (self.proj / "src/dep/sup.py").write_text(SUP)
+        self.port = free_port()
+        (self.proj / "config/sys.toml").write_text(f"[dep]\nport = {self.port}\n")
         self._pyproject = (self.proj / "pyproject.toml").read_text()
 
     def wheel(self, version: str, init: str | None = None) -> None:

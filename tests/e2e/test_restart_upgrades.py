@@ -5,6 +5,9 @@ release permanent; a release that cannot boot falls back to the permanent one (e
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +121,51 @@ def test_a_release_that_cannot_boot_falls_back_to_the_permanent_one(
     assert _json("ping", "--root", str(root))["release"] == "0.1.0"
     assert _dep_version(root) == "1.0"
     assert _statuses(root) == {"0.1.0": "permanent", "0.3.0": "unpacked"}
+
+
+def _ask_loop(port: int, stop: threading.Event, out: list[tuple[float, str]]) -> None:
+    """Connect, send a line, read the answer; again and again until ``stop``. Each result
+    is (time connected, answer or error name)."""
+    while not stop.is_set():
+        t = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                t = time.monotonic()
+                s.sendall(b"version?\n")
+                answer = s.makefile("rb").readline().decode().strip() or "eof"
+        except ConnectionRefusedError:
+            answer = "refused"
+        except OSError as e:  # an established connection closed by the exec: documented
+            answer = type(e).__name__
+        out.append((t, answer))
+
+
+def test_no_connection_is_refused_during_a_restart(
+    proj: DepProject, tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    root = tmp_path / "root"
+    assert rh("deploy", proj.tarball("0.1.0"), "--root", str(root)).returncode == 0
+    nodes.append(start_node(root))
+    out: list[tuple[float, str]] = []
+    stop = threading.Event()
+    client = threading.Thread(target=_ask_loop, args=(proj.port, stop, out), daemon=True)
+    client.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not out and time.monotonic() < deadline:
+            time.sleep(0.02)
+        began = time.monotonic()
+        up = _json("upgrade", proj.tarball("0.2.0"), "--root", str(root))
+        assert up["restarted"] is True
+        ended = time.monotonic()
+        while not any(t > ended for t, _ in out) and time.monotonic() < ended + 10:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        client.join(60)
+    answers = [a for _, a in out]
+    assert "refused" not in answers, answers
+    assert answers[0] == "1.0" and answers[-1] == "2.0", answers
+    during = [a for t, a in out if began < t < ended]
+    # connections made while the node restarted waited in the backlog and were served
+    assert "2.0" in during, (during, answers)

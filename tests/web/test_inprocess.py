@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import socket
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 import websockets
 
 from relhandler import web
-from relhandler.runtime import Node
+from relhandler.runtime import Node, listenfds
 from relhandler.runtime import supervisor as sup
 from relhandler.web.config import ListenerConfig
 
@@ -192,3 +195,31 @@ async def test_behaviour_close_codes_crash_1011_stop_1001(site: Any) -> None:
     await sup.terminate_child(top, "room")
     await asyncio.wait_for(b.wait_closed(), 5)
     assert b.close_code == 1001
+
+
+async def test_a_listener_adopts_the_socket_a_restart_handed_over(tmp_path: Path) -> None:
+    s = Site(tmp_path / "code")
+    EVENTS[s.name] = s.events
+    s.write("v1")
+    before = socket.socket()
+    before.bind(("127.0.0.1", 0))
+    before.listen(16)
+    port = before.getsockname()[1]
+    fd = os.dup(before.fileno())  # what the node before the exec left open
+    before.close()
+    handed = json.dumps([[fd, socket.AF_INET, "127.0.0.1", port]])
+    assert listenfds.registry.inherit({listenfds.ENV: handed}) == 1
+    # connected while nothing serves yet: the request waits in the backlog
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+    async with Node() as node:
+        node.code.set_path([s.root])
+        http = ListenerConfig(name="http", app=f"{s.name}:app", port=port)
+        top = await sup.start("relhandler.web.listener", ("top", "t", (http,)))
+        data = await asyncio.wait_for(r.read(), 10)
+        w.close()
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"v1 opened at startup")
+        assert listenfds.registry.close_unadopted() == []  # it was adopted
+        await sup.terminate_child(top, "http")
+        with pytest.raises(ConnectionRefusedError):  # a normal stop closes it for good
+            await asyncio.open_connection("127.0.0.1", port)
