@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "relhandler.cli.plan_cmds",  # appup generate, relup, check
     "relhandler.cli.node_cmds",  # start, stop, ping, status, reload, purge, which, rpc
     "relhandler.cli.release_cmds",  # unpack, install, make-permanent, upgrade, downgrade, ...
+    "relhandler.cli.dev_cmds",  # dev
     "relhandler.cli.verify_cmds",  # verify
     "relhandler.cli.console_cmds",  # console
 )
