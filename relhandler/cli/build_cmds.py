@@ -93,17 +93,28 @@ def build(
     out: Annotated[
         Path | None, typer.Option(help="Output dir (default: PROJECT/_build/rel).")
     ] = None,
+    find_links: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--find-links",
+            metavar="DIR",
+            help="A directory of wheels to bundle the dependencies from, with no package "
+            "index (repeatable; PROJECT/_build/wheels holds the last build's).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Build the release directory and its reproducible tarball.
 
     Example: SOURCE_DATE_EPOCH=1700000000 relhandler build --project . --json
+    (offline: relhandler build --find-links _build/wheels)
     """
+    links = [p.resolve() for p in find_links or []]
     if sys.stderr.isatty() and not json_out:
         with console.status("building release…"):
-            res = do_build(project, out)
+            res = do_build(project, out, find_links=links)
     else:
-        res = do_build(project, out)
+        res = do_build(project, out, find_links=links)
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(res).items()}
 
     def human() -> None:

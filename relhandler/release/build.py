@@ -8,10 +8,10 @@ keeps the earlier versions, so ``relup --from OLD`` finds them.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
-import subprocess
-import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,8 @@ import tomli_w
 
 from relhandler.errors import ConfigError
 from relhandler.release.config import BuildConfig, read_config
+from relhandler.release.deps import install_deps, resolve_wheels, wheel_cache
+from relhandler.release.imports import missing_imports
 from relhandler.release.model import (
     AppSpec,
     ReleaseApp,
@@ -65,36 +67,19 @@ def _copy_package(src: Path, dst: Path) -> None:
             shutil.copyfile(p, target)
 
 
-def _bundle_deps(cfg: BuildConfig, lib: Path) -> str | None:
-    """pip-install the project's dependencies from wheels into a content-addressed lib dir."""
+def _bundle_deps(
+    cfg: BuildConfig, lib: Path, find_links: Sequence[Path]
+) -> tuple[str | None, set[str]]:
+    """Install the project's dependencies from wheels into a content-addressed lib dir;
+    returns its name and the top-level modules it provides."""
     if not cfg.include_deps or not cfg.dependencies:
-        return None
+        return None, set()
+    wheels = resolve_wheels(
+        cfg.dependencies, wheel_cache(cfg.project_dir), [*find_links, *cfg.find_links]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "site"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-compile",
-            "--disable-pip-version-check",
-            "--only-binary=:all:",
-            "--target",
-            str(target),
-            *cfg.dependencies,
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            last = (r.stderr.strip().splitlines() or ["pip failed"])[-1]
-            raise ConfigError(
-                f"[project].dependencies: pip could not install them from wheels: {last} — "
-                f"provide wheels (PIP_FIND_LINKS=DIR) or set include_deps = false"
-            )
-        for junk in list(target.rglob("__pycache__")):
-            shutil.rmtree(junk, ignore_errors=True)
-        for p in list(target.rglob("direct_url.json")):
-            p.unlink()  # holds the absolute path it was installed from
+        installed = install_deps(wheels, target)
         h = hashlib.sha256()
         for f in tree_files(target, ["."]):
             h.update(f.encode() + b"\0" + hashlib.sha256((target / f).read_bytes()).digest())
@@ -103,7 +88,45 @@ def _bundle_deps(cfg: BuildConfig, lib: Path) -> str | None:
         if not dest.exists():
             lib.mkdir(parents=True, exist_ok=True)
             shutil.copytree(target, dest)
-        return name
+        return name, installed.top_level()
+
+
+def _check_imports(cfg: BuildConfig, bundled: set[str]) -> None:
+    """Fail the build on an import nothing in the release provides (file:line: module)."""
+    provided = bundled | {a.package for a in cfg.apps}
+    files = [
+        p for a in cfg.apps for p in sorted(a.path.rglob("*.py")) if "__pycache__" not in p.parts
+    ]
+    missing = missing_imports(files, provided, cfg.optional_imports)
+    if not cfg.include_deps:
+        # opted out: the host's interpreter is to provide them, as the build's does
+        missing = [m for m in missing if importlib.util.find_spec(m.module) is None]
+    if not missing:
+        return
+    lines = [
+        f"{_rel(m.file, cfg.project_dir)}:{m.line}: imports {m.module!r}, which neither the "
+        f"release's bundled dependencies nor the standard library provide"
+        for m in missing
+    ]
+    fix = (
+        "add its distribution to [project].dependencies, or the module to "
+        "[tool.relhandler.release].optional_imports if the code runs without it"
+    )
+    msg = lines[0] if len(lines) == 1 else f"{len(lines)} missing imports: " + "; ".join(lines)
+    raise ConfigError(
+        f"{msg} — {fix}",
+        code="missing_import",
+        details={
+            "missing": [{"module": m.module, "file": str(m.file), "line": m.line} for m in missing]
+        },
+    )
+
+
+def _rel(p: Path, base: Path) -> str:
+    try:
+        return p.relative_to(base).as_posix()
+    except ValueError:
+        return str(p)
 
 
 def release_dirs(rel: ReleaseSpec) -> list[str]:
@@ -122,8 +145,13 @@ def write_release_files(root: Path, rel: ReleaseSpec) -> None:
     sums_path.write_text(sha256sums(root, files))
 
 
-def build(project_dir: Path, out_dir: Path | None = None) -> BuildResult:
-    """Build the release of ``project_dir``; returns where everything went."""
+def build(
+    project_dir: Path, out_dir: Path | None = None, *, find_links: Sequence[Path] = ()
+) -> BuildResult:
+    """Build the release of ``project_dir``; returns where everything went.
+
+    ``find_links``: directories of wheels to install the dependencies from, with no index
+    (added to the config's ``find_links``)."""
     cfg = read_config(project_dir)
     out = (out_dir or cfg.project_dir / "_build" / "rel").resolve()
     root = out / cfg.name
@@ -143,7 +171,8 @@ def build(project_dir: Path, out_dir: Path | None = None) -> BuildResult:
             app.name, app.version, app.modules, app.applications, app.start, dict(app.env)
         )
         (d / "app.toml").write_text(dump_app(spec))
-    deps = _bundle_deps(cfg, lib)
+    deps, bundled = _bundle_deps(cfg, lib, find_links)
+    _check_imports(cfg, bundled)
     rel = ReleaseSpec(
         cfg.name,
         cfg.version,

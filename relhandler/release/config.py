@@ -28,7 +28,16 @@ __all__ = [
     "read_verify",
 ]
 
-RELEASE_KEYS = {"name", "version", "python", "applications", "include_deps", "config"}
+RELEASE_KEYS = {
+    "name",
+    "version",
+    "python",
+    "applications",
+    "include_deps",
+    "config",
+    "optional_imports",
+    "find_links",
+}
 APP_KEYS = {"path", "version", "start", "applications", "env", "appup"}
 VERIFY_KEYS = {"calls", "load", "health", "roundtrip_exempt"}
 START_TYPES = ("permanent", "transient", "temporary", "load", "none")
@@ -92,6 +101,8 @@ class BuildConfig:
     dependencies: tuple[str, ...] = ()
     config: Path | None = None
     verify: VerifyConfig | None = None
+    optional_imports: tuple[str, ...] = ()
+    find_links: tuple[Path, ...] = ()
 
 
 def discover_modules(pkg_dir: Path) -> tuple[str, ...]:
@@ -160,6 +171,14 @@ def _valid_version(v: Any) -> bool:
     except InvalidVersion:
         return False
     return True
+
+
+def _names(pb: _Problems, rel: dict[str, Any], key: str, what: str) -> tuple[str, ...]:
+    v = rel.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        pb.add("tool.relhandler.release", key, f"must be an array of {what}")
+        return ()
+    return tuple(v)
 
 
 def read_config(project_dir: Path) -> BuildConfig:
@@ -240,6 +259,10 @@ def read_config(project_dir: Path) -> BuildConfig:
             Requirement(d)
         except InvalidRequirement:
             pb.add("project", "dependencies", f"{d!r} is not a valid requirement")
+    optional_imports = _names(pb, rel, "optional_imports", "top-level module names")
+    find_links = tuple(
+        project_dir / p for p in _names(pb, rel, "find_links", "directories of wheels")
+    )
     cfg_path = None
     if "config" in rel:
         cfg_path = project_dir / str(rel["config"])
@@ -330,6 +353,8 @@ def read_config(project_dir: Path) -> BuildConfig:
         tuple(deps),
         cfg_path,
         verify,
+        optional_imports=optional_imports,
+        find_links=find_links,
     )
 
 
