@@ -6,8 +6,10 @@
 * The new code is compiled first: a syntax error changes nothing.
 * A module whose new code defines ``code_change`` is ``update M advanced``: every behaviour
   process running M is suspended, its state migrated by the new ``code_change`` (tried first
-  on a copy of each state, as an install's preflight does) and resumed. Any other module is
-  ``load_module M``: its behaviour processes switch at their next callback.
+  on a copy of each state, as an install's preflight does) and resumed. A running
+  supervisor's callback module is ``update M supervisor`` (new flags and child specs from
+  the new ``init``). Any other module is ``load_module M``: its behaviour processes switch
+  at their next callback.
 * Both are translated by systools_rc and evaluated by the release handler's
   :class:`~relhandler.handler.install.Installer`, so a failure after the point of no return
   is rolled back in place exactly as an install is.
@@ -189,14 +191,20 @@ async def _reload(
     t0 = time.perf_counter()
     code = node.code
     prepared = code.prepare(module)  # a syntax error stops here: nothing changed
-    # the new version's namespace gets a code_change (def, assignment or import)
-    advanced = "code_change" in prepared.code.co_names
     app = _owner(node, module)
-    instr: Any = (
-        ("update", module, ("advanced", [] if extra is None else extra))
-        if advanced
-        else ("load_module", module)
-    )
+    instr: Any
+    if any(
+        p.behaviour == "supervisor" and getattr(p.sys, "module", None) == module
+        for p in list(node.processes.values())
+    ):
+        # a supervisor's callback module: its code_change re-runs the new init, so new
+        # flags and child specs take effect (the appup's `update M supervisor`)
+        instr = ("update", module, "supervisor")
+    elif "code_change" in prepared.code.co_names:  # def, assignment or import
+        instr = ("update", module, ("advanced", [] if extra is None else extra))
+    else:
+        instr = ("load_module", module)
+    advanced = instr[0] == "update"
     # the installer reads the relup file's array form, as from a relup.toml
     script = [from_term(i) for i in translate("up", [[instr]], [app], [app])]
     base = _base(prepared)

@@ -17,7 +17,7 @@ import pytest
 
 from relhandler.errors import InstallError, ModuleLoadError
 from relhandler.handler.reload import ReloadReport, reload_module
-from relhandler.runtime import Node, Pid, gen_server
+from relhandler.runtime import Node, Pid, gen_server, gen_statem, supervisor
 
 from .conftest import CodeDir, until
 
@@ -193,3 +193,54 @@ async def test_reloads_wait_for_the_lock(node: Node, code_dir: CodeDir) -> None:
     lock.release()
     await task
     assert (await gen_server.call(pid, "x"))[0] == "v2"
+
+
+STATEM = """
+from relhandler.runtime import gen_statem
+
+def callback_mode():
+    return "handle_event_function"
+
+def init(args):
+    return ("ok", "locked", {{"tries": 0}})
+
+def handle_event(etype, content, state, data):
+    data = {{**data, "tries": data["tries"] + 1}}
+    return ("keep_state", data, [("reply", etype[1], ({tag!r}, state, data))])
+{extra}
+"""
+
+
+async def test_a_gen_statem_is_migrated_by_its_code_change_4(node: Node, code_dir: CodeDir) -> None:
+    mod = code_dir.name("fsm")
+    code_dir.write("fsm", STATEM.format(tag="v1", extra=""))
+    pid = await gen_statem.start(mod, None)
+    assert await gen_statem.call(pid, "x") == ("v1", "locked", {"tries": 1})
+    extra = (
+        "\ndef code_change(old_vsn, state, data, extra):\n"
+        '    return ("ok", "open", {**data, "door": "migrated"})\n'
+    )
+    code_dir.write("fsm", STATEM.format(tag="v2", extra=extra))
+    r = await reload_module(node, mod)
+    assert (r.change, r.migrated) == ("advanced", (pid,))
+    assert await gen_statem.call(pid, "x") == ("v2", "open", {"tries": 2, "door": "migrated"})
+
+
+SUP = """
+from relhandler.runtime import supervisor
+
+def init(args):
+    return ("ok", ({{"strategy": "one_for_one", "intensity": {n}}}, []))
+"""
+
+
+async def test_a_supervisor_module_gets_its_new_flags_from_the_new_init(
+    node: Node, code_dir: CodeDir
+) -> None:
+    mod = code_dir.name("sup")
+    code_dir.write("sup", SUP.format(n=1))
+    pid = await supervisor.start_link(mod, None)
+    code_dir.write("sup", SUP.format(n=7))
+    r = await reload_module(node, mod)
+    assert (r.change, r.migrated) == ("advanced", (pid,))
+    assert node.processes[pid].sys.state.intensity == 7
