@@ -193,7 +193,7 @@ def console(
     ] = None,
 ) -> None:
     """A Python console evaluated inside the running node: call, cast, send, whereis,
-    process_info, which, get_state and the loaded modules are in scope; top-level
+    process_info, which, get_state, reload and the loaded modules are in scope; top-level
     await works. Ctrl-D leaves it, the node keeps running. Without a TTY (and without -c)
     it evaluates what stdin holds as one input. This runs any code on the node: it needs
     the node's cookie, exactly as install does.

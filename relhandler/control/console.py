@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
+import contextvars
 import inspect
 import io
 import linecache
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from relhandler.control.server import current_connection
 from relhandler.errors import UsageError
+from relhandler.handler.reload import ReloadReport, reload_module
 from relhandler.runtime import (
     Exit,
     Node,
@@ -485,10 +487,38 @@ class Consoles:
         return {"matches": matches}
 
 
-def make_op(main: NodeMain, reload: Callable[..., Any] | None = None) -> Op:
+def _reloader(main: NodeMain) -> Callable[..., Any]:
+    node = main.node
+    # a context with no process in it: the reload's task is not the shell process's child
+    neutral = contextvars.copy_context()
+
+    async def reload(module: Any, extra: Any = None) -> ReloadReport:
+        """Reload a module from the code path, the safe way (what ``relhandler dev`` does
+        on save): ``code_change`` migrates its behaviour processes if the new code defines
+        one, a failure rolls back; processes still in its *oldest* code are killed (their
+        supervisors restart them). Returns the :class:`ReloadReport`."""
+        name = module if isinstance(module, str) else getattr(module, "__name__", None)
+        if not isinstance(name, str):
+            raise TypeError(f"reload() takes a module or its dotted name, not {module!r}")
+        h = main.handler
+        work = reload_module(
+            node,
+            name,
+            lock=h.lock if h is not None else None,
+            extra=extra,
+            request_restart=main.request_restart,
+        )
+        # run apart from the shell process: Ctrl-C kills the shell, never a reload halfway
+        task = node.loop.create_task(work, context=neutral.copy())
+        return await asyncio.shield(task)
+
+    return reload
+
+
+def make_op(main: NodeMain) -> Op:
     """The ``console`` op: ``{"action": "open" | "eval" | "complete" | "interrupt" |
     "close", "session": id, ...}``."""
-    consoles = Consoles(main.node, reload)
+    consoles = Consoles(main.node, _reloader(main))
 
     async def console(args: dict[str, Any], progress: Progress) -> Any:
         action = args.get("action")

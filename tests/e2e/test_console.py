@@ -128,3 +128,57 @@ def test_console_is_refused_without_the_cookie(sample_node: NodeProc, tmp_path: 
     assert r.returncode == 3 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and "refused the cookie" in r.stderr
     assert not marker.exists()
+
+
+def test_the_seed_greeter_demo_in_the_console(
+    sample_builds: Path, tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    """docs/shell.md's session: the raw greeter loops through a qualified call, so an edit
+    loaded while the console is open greets the new way from the same pid; a load while it
+    is still in the oldest code kills it, and its supervisor restarts it on current code."""
+    root = deploy_sample(sample_builds, tmp_path / "root")
+    nodes.append(start_node(root))
+    greeter_py = root / "lib" / "sample-1.0.0" / "sample" / "greeter.py"
+
+    def edit(old: str, new: str) -> None:
+        src = greeter_py.read_text()
+        assert old in src
+        greeter_py.write_text(src.replace(old, new))
+
+    tty = PtyProc(_console_argv(root), env=_env(tmp_path))
+    try:
+        tty.expect("Ctrl-D leaves")
+        tty.expect(PROMPT)
+        pid = run(tty, 'greeter = whereis("greeter"); str(greeter)', r"'(<0\.\d+\.0>)'").group(1)
+        run(tty, 'await sample.greeter.greet("Ada")', r"'Hello, Ada!'")
+        # edit v1 -> v2 while the console is open, and load it
+        edit('f"Hello, {name}!"', 'f"Howdy, {name}!"')
+        run(
+            tty, 'r = await reload("sample.greeter"); [str(p) for p in r.old_code]', rf"\['{pid}'\]"
+        )
+        run(tty, 'await sample.greeter.greet("Ada")', r"'Howdy, Ada!'")
+        run(tty, 'whereis("greeter") == greeter', r"\nTrue\n")
+        # v3 while the greeter waits in v2's loop (no message since): it stays in old code
+        edit('f"Howdy, {name}!"', 'f"Good day, {name}."')
+        run(
+            tty, 'r = await reload("sample.greeter"); [str(p) for p in r.old_code]', rf"\['{pid}'\]"
+        )
+        # v4: the greeter is in the oldest code, so the load kills it...
+        edit('f"Good day, {name}."', 'f"Hi, {name}!"')
+        run(tty, 'r = await reload("sample.greeter"); [str(p) for p in r.killed]', rf"\['{pid}'\]")
+        # ...and its supervisor restarts it on the current code, under a new pid
+        tty.sendline("import asyncio")
+        tty.expect(PROMPT)
+        tty.sendline("while whereis('greeter') in (None, greeter): await asyncio.sleep(0.01)")
+        tty.expect(r"\.\.\. ")
+        tty.sendline("")
+        tty.expect(PROMPT)
+        new = run(tty, "str(whereis('greeter'))", r"'(<0\.\d+\.0>)'").group(1)
+        assert new != pid
+        run(tty, 'await sample.greeter.greet("Ada")', r"'Hi, Ada!'")
+        run(tty, 'which("sample.greeter").current_file', r"greeter\.py'")
+        tty.send("\x04")
+        assert tty.wait() == 0
+    finally:
+        tty.close()
+    assert "Traceback" not in tty.transcript, tty.transcript
