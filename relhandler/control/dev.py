@@ -140,7 +140,14 @@ def _start_node(root: Path) -> subprocess.Popen[bytes]:
     # same program and isolation as `relhandler start`; stdout and stderr stay on the
     # terminal (the app's prints and warnings), and it shares our process group, so the
     # terminal's Ctrl-C reaches it too
-    return subprocess.Popen(node_argv(root), cwd=root, env=env, stdin=subprocess.DEVNULL)
+    # the node starts with SIGINT ignored (inherited through exec), so a Ctrl-C during its
+    # boot is no KeyboardInterrupt traceback; its loop's own handler takes SIGINT over once
+    # it serves, and before that `dev` stops it with SIGTERM
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen(node_argv(root), cwd=root, env=env, stdin=subprocess.DEVNULL)
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], root: Path, wait: float = 60.0) -> int:

@@ -176,6 +176,11 @@ def test_the_edit_loop(project: Path, dev: Pty) -> None:
     assert rpc(root, "shop.server:hello", "Di") == "Hello again, Di!"
     assert rpc(root, "relhandler.runtime:whereis", "shop_server") == pid
 
+    # a second dev on the same project is refused, and wipes nothing
+    r = cli("dev", "--project", str(project))
+    assert r.returncode == 1 and "a node is already running on" in r.stderr, r.stderr
+    assert rpc(root, "shop.server:hello", "Ed") == "Hello again, Ed!"
+
     # Ctrl-C on the terminal: the node stops in order, no traceback, run files gone
     dev.send(b"\x03")
     assert dev.wait() == 0, dev.out
@@ -196,3 +201,10 @@ def test_the_edit_loop(project: Path, dev: Pty) -> None:
 )
 def test_module_of(tmp_path: Path, path: str, module: str | None) -> None:
     assert module_of([tmp_path / "src" / "shop"], tmp_path / path) == module
+
+
+def test_a_directory_without_a_project_is_bad_input(tmp_path: Path) -> None:
+    r = cli("dev", "--project", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"Error: {tmp_path / 'pyproject.toml'}: not found"), r.stderr
+    assert not (tmp_path / "_build").exists()
