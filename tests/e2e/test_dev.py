@@ -167,6 +167,13 @@ def test_the_edit_loop(project: Path, dev: Pty) -> None:
     assert state == {"count": 3, "names": ["?", "Cy"]}
     assert rpc(root, "relhandler.runtime:whereis", "shop_server") == pid
 
+    # a code_change that raises: refused by the preflight, nothing changed
+    good = server.read_text()
+    edit(server, ('return ("ok", {**state, "names": ["?"]})', 'raise KeyError("names")'))
+    dev.expect(r"error: reload of shop\.server: preflight: code_change would raise in 1 ")
+    assert rpc(root, "relhandler.runtime.sys:get_state", "shop_server") == state
+    save(server, good)  # back to what the node runs: nothing to load
+
     # a syntax error: shown with its file and line; the node keeps the previous version
     lines = server.read_text().splitlines()
     save(server, "\n".join([*lines, "", "def broken(:", ""]))
