@@ -9,6 +9,8 @@ Layers (imports point downward only; ``tests/unit/test_layers.py`` enforces it):
           └─> runtime  processes, code server, behaviours, sys, applications, node
     release        offline toolchain: config, build, appup, relup, plan (pure: no asyncio)
 
+``testing`` (the pytest plugin) sits beside ``cli``: it boots nodes through ``control``.
+
 ``errors``, ``terms`` and ``versions`` are leaves that every layer may import.
 ``release`` imports neither ``runtime`` nor ``handler``; ``runtime`` imports nothing above it.
 """
