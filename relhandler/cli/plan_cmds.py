@@ -19,6 +19,7 @@ from relhandler.release.appup_gen import generate_appup, render_appup
 from relhandler.release.build import release_dirs, write_release_files
 from relhandler.release.plan import ReleaseSource, open_release, plan_relup
 from relhandler.release.relup import Relup, dump_relup, read_relup
+from relhandler.release.restart import describe_static, restart_report, restarts, static_processes
 from relhandler.release.tarball import write_tarball
 
 __all__ = ["appup_generate", "check", "relup"]
@@ -179,6 +180,44 @@ def _appup_coverage(
                 )
 
 
+def _restarts(
+    new: ReleaseSource, root: Path, relup_doc: Relup | None, out: list[str]
+) -> list[dict[str, Any]]:
+    """A restart warning for each relup entry up that restarts the node: why (the
+    dependencies that changed) and what loses its state (the apps and their supervisors'
+    children, as far as the sources show)."""
+    if relup_doc is None:
+        return []
+    found = []
+    procs = static_processes(new.spec, new.root / "lib", new.apps)
+    for e in relup_doc.up:
+        try:
+            old = open_release(root=root, version=e.vsn)
+        except ConfigError:
+            old = None
+        if old is not None:
+            rep = restart_report(
+                old.spec, old.root / "lib", new.spec, new.root / "lib", e.instructions
+            )
+            if rep is None:
+                continue
+            wire = rep.to_wire()
+            why = ", ".join(rep.reasons())
+        else:
+            if not restarts(e.instructions):
+                continue
+            wire = {"from": e.vsn, "to": new.version, "reasons": ["the relup restarts the node"]}
+            why = f"release {e.vsn} is not in {root}: what changed is not known"
+        wire["processes"] = procs
+        found.append(wire)
+        out.append(
+            f"restart: the upgrade from {e.vsn} restarts the node ({why}); the state and "
+            f"connections of every process are lost: {describe_static(procs) or 'no application'}"
+            f" (--strict refuses it unless --allow-restart is given)"
+        )
+    return found
+
+
 @app.command()
 @command
 def check(
@@ -200,9 +239,19 @@ def check(
         list[str] | None,
         typer.Option("--from", help="An old version the release must upgrade from (repeatable)."),
     ] = None,
+    allow_restart: Annotated[
+        bool,
+        typer.Option(
+            help="With --strict: accept an upgrade that restarts the node (a changed "
+            "dependency or Python requirement), losing every process's state."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate a release: apps, appups, relup, coverage of changed modules; print the plan.
+
+    An upgrade the relup turns into a restart is a warning naming what changed and what
+    runs; with --strict it is a problem unless --allow-restart is given.
 
     Example: relhandler check --vsn 2.0.0 --strict   (or: relhandler check sample-2.0.0.tar.gz)
     """
@@ -302,12 +351,16 @@ def check(
                             f"changed but no relup instruction loads or removes it"
                         )
                         uncovered.append(msg)
+    restart_list = _restarts(
+        new, root, relup_doc, problems if strict and not allow_restart else warnings
+    )
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}")
     result = {
         "version": version,
         "problems": problems,
         "warnings": warnings,
+        "restarts": restart_list,
         "relup": None
         if relup_doc is None
         else {

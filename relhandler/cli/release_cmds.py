@@ -26,8 +26,10 @@ from relhandler.cli._node import (
     node_call,
 )
 from relhandler.cli._output import command, console, emit, err_console, say
-from relhandler.errors import AuthError, UnreachableError
+from relhandler.errors import AuthError, RelhandlerError, UnreachableError
 from relhandler.handler.store import read_releases, releases_path
+from relhandler.release.relup import read_relup
+from relhandler.release.restart import restarts
 
 __all__ = [
     "downgrade",
@@ -97,6 +99,49 @@ def _install(
     return res
 
 
+def _describe_lost(res: dict[str, Any]) -> list[str]:
+    """Lines for a person: that the node restarts, why, and whose state is lost."""
+    lost = res.get("lost") or {}
+    why = ", ".join(res.get("restart_reasons") or []) or "the relup restarts the node"
+    lines = [
+        f"this install RESTARTS the node ({why}): the state and connections of "
+        f"{lost.get('count', 'all')} processes ({lost.get('connections', 0)} connections) "
+        f"are lost"
+    ]
+    for p in lost.get("named") or []:
+        conns = f", {p['connections']} connections" if p.get("connections") else ""
+        lines.append(f"  {p['name']} {p['pid']} ({p.get('behaviour') or p['initial_call']}{conns})")
+    for call, n in (lost.get("others") or {}).items():
+        lines.append(f"  {n} × {call}")
+    return lines
+
+
+def _warn_restart(res: dict[str, Any]) -> None:
+    for line in _describe_lost(res):
+        err_console.print(line, markup=False, highlight=False)
+
+
+def _restarts_ahead(root: Path | None, vsn: str, json_out: bool) -> None:
+    """Before an upgrade or downgrade that restarts the node (its relup says so), say so
+    and list the live processes whose state and connections will be lost."""
+    r = (root or default_root()).resolve()
+    cur = node_call(root, "ping", json_out=json_out).get("release")
+    entries: list[Any] = []
+    try:
+        up = read_relup(r / "releases" / vsn / "relup.toml")
+        entries = [e.instructions for e in up.up if e.vsn == cur]
+        if not entries and cur is not None:
+            down = read_relup(r / "releases" / str(cur) / "relup.toml")
+            entries = [e.instructions for e in down.down if e.vsn == vsn]
+    except (OSError, RelhandlerError):
+        pass  # no readable relup: the install says what it does
+    if not (entries and restarts(entries[0])):
+        return
+    plan = node_call(root, "install", {"version": vsn, "dry_run": True}, json_out=json_out)
+    if plan.get("restart"):
+        _warn_restart(plan)
+
+
 def _table(rows: list[dict[str, Any]]) -> Table:
     t = Table("name", "version", "status", "apps")
     for r in rows:
@@ -134,6 +179,9 @@ def _show_then(res: dict[str, Any], vsn: str) -> None:
 
 def _show_install(res: dict[str, Any]) -> None:
     if res.get("dry_run"):
+        if res.get("restart"):
+            for line in _describe_lost(res):
+                say(line)
         for s in res["steps"]:
             line = " ".join(map(str, s["instruction"]))
             say(f"{s['index']:>3}  {line}")
@@ -225,6 +273,8 @@ def install(
 
     Example: relhandler install 2.0.0 --dry-run
     """
+    if not dry_run:
+        _restarts_ahead(root, version, json_out)
     with _node_finishes(f"install of {version}", json_out):
         res = _install(
             root,
@@ -290,6 +340,7 @@ def _install_permanently(
     restart_timeout: float = RESTART_WAIT,
 ) -> tuple[Any, Any]:
     """``install`` then ``make_permanent``: the second half of upgrade, all of downgrade."""
+    _restarts_ahead(root, vsn, json_out)
     with _node_finishes(f"install of {vsn}", json_out, f"; then `relhandler make-permanent {vsn}`"):
         i = _install(
             root,

@@ -30,8 +30,10 @@ from relhandler.handler import journal, store
 from relhandler.handler import unpack as unpacking
 from relhandler.handler.boot import BootedRelease, code_path, load_release
 from relhandler.handler.install import Installer, InstallOptions
+from relhandler.handler.lost import restart_loss
 from relhandler.handler.unpack import record_of
 from relhandler.release.relup import read_relup
+from relhandler.release.restart import restarts
 from relhandler.release.tarball import DEFAULT_LIMITS
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
@@ -400,9 +402,22 @@ class ReleaseHandler:
         vsn = run.version
         t0 = time.perf_counter()
         inst, target, mode, other = self._installer(vsn, opts, run.emit)
+        # a restart loses every process's state: say whose, and why, before it happens
+        lost = (
+            restart_loss(self.node, self.booted.release, target.release, self.root, inst.terms)
+            if restarts(inst.terms)
+            else {}
+        )
         if inst.terms and inst.terms[0] == "restart_new_emulator":
             if opts.dry_run:
-                return {"dry_run": True, "restart": True, "steps": inst.dry_run()}
+                return {
+                    "dry_run": True,
+                    "version": vsn,
+                    "from": self.current,
+                    "restart": True,
+                    "steps": inst.dry_run(),
+                    **lost,
+                }
             # the runtime beneath changed (deps or Python): boot the new release fresh
             start = store.read_start(self.root) or store.StartFile(self.current)
             await self._on_disk(
@@ -414,6 +429,7 @@ class ReleaseHandler:
                 "from": self.current,
                 "restart": True,
                 "message": "the node restarts on the new release (state not carried)",
+                **lost,
             }
         t_plan = time.perf_counter()
         inst.check()
@@ -429,6 +445,7 @@ class ReleaseHandler:
                 "from": self.current,
                 "mode": mode,
                 "steps": inst.dry_run(),
+                **({"restart": True, **lost} if lost else {}),
             }
         await inst.run_before_pnr()
         run.past_pnr = True  # from here on a failure is rolled back

@@ -22,7 +22,7 @@ import tomli_w
 from relhandler.errors import AppupError
 from relhandler.release.model import AppSpec
 
-__all__ = ["generate_appup", "render_appup"]
+__all__ = ["generate_appup", "render_appup", "supervision"]
 
 
 def _source(lib: Path, mod: str) -> bytes | None:
@@ -188,6 +188,19 @@ def _sup_starts(spec: AppSpec, lib: Path) -> dict[str, str | None]:
             for target, name in _supervisor_starts(src, m).items():
                 if name is not None or target not in out:
                     out[target] = name
+    return out
+
+
+def supervision(spec: AppSpec, lib: Path) -> list[tuple[str, str | None, list[Any]]]:
+    """The supervisors the app's code starts, as far as its sources show: (module,
+    registered name if a constant, the constant ids of its children)."""
+    out = []
+    for mod, name in _sup_starts(spec, lib).items():
+        try:
+            src = _source(lib, mod)
+        except SyntaxError:
+            src = None
+        out.append((mod, name, _child_ids(src) if src is not None else []))
     return out
 
 

@@ -66,7 +66,22 @@ def test_upgrade_and_downgrade_through_a_restart(
     nodes.append(node)
     assert _dep_version(root) == "1.0"
 
-    up = _json("upgrade", p.tarball("0.2.0"), "--root", str(root))
+    # before anything is lost: the dry run says the node restarts, why, and whose state goes
+    assert rh("unpack", p.tarball("0.2.0"), "--root", str(root)).returncode == 0
+    plan = _json("install", "0.2.0", "--dry-run", "--root", str(root))
+    assert plan["restart"] is True and plan["dry_run"] is True
+    assert "bundled dependency rh_testdep 1.0 → 2.0" in plan["restart_reasons"]
+    assert {"dep_sup", "dep_server"} <= {p["name"] for p in plan["lost"]["named"]}
+    assert plan["lost"]["count"] >= 4
+    human = rh("install", "0.2.0", "--dry-run", "--root", str(root))
+    assert "this install RESTARTS the node" in human.stdout, human.stdout
+    assert _statuses(root) == {"0.1.0": "permanent", "0.2.0": "unpacked"}  # nothing changed
+
+    r = rh("upgrade", p.tarball("0.2.0"), "--root", str(root), "--json")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "this install RESTARTS the node (bundled dependency rh_testdep 1.0 → 2.0)" in r.stderr
+    assert "dep_sup" in r.stderr
+    up = json.loads(r.stdout)
     assert up["restarted"] is True
     assert up["install"]["restarted"] is True and up["install"]["release"] == "0.2.0"
     assert up["make_permanent"] == {"version": "0.2.0", "status": "permanent"}
@@ -169,3 +184,21 @@ def test_no_connection_is_refused_during_a_restart(
     during = [a for t, a in out if began < t < ended]
     # connections made while the node restarted waited in the backlog and were served
     assert "2.0" in during, (during, answers)
+
+
+def test_check_names_the_restart_and_strict_refuses_it(proj: DepProject) -> None:
+    rel = str(proj.out / "dep")
+    r = rh("check", "--vsn", "0.2.0", "--rel-dir", rel, "--strict", "--json")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    out = json.loads(r.stdout)
+    [problem] = [p for p in out["problems"] if p.startswith("restart:")]
+    assert "the upgrade from 0.1.0 restarts the node" in problem
+    assert "bundled dependency rh_testdep 1.0 → 2.0" in problem
+    assert "supervisor dep_sup (dep.sup) with children server, lines" in problem
+    [restart] = out["restarts"]
+    assert restart["dependencies"] == [{"name": "rh_testdep", "from": "1.0", "to": "2.0"}]
+    ok = rh("check", "--vsn", "0.2.0", "--rel-dir", rel, "--strict", "--allow-restart")
+    assert ok.returncode == 0, (ok.stdout, ok.stderr)
+    assert "restart: the upgrade from 0.1.0 restarts the node" in ok.stderr  # still said
+    plain = rh("check", "--vsn", "0.2.0", "--rel-dir", rel)
+    assert plain.returncode == 0 and "rh_testdep 1.0 → 2.0" in plain.stderr
