@@ -157,3 +157,52 @@ async def test_sessions_are_separate(env: Env) -> None:
     r = await env.consoles.eval({"session": other, "source": "mine"})
     assert r["error_type"] == "NameError"
     env.consoles.close(other)
+
+
+async def test_an_interrupt_never_stops_a_reload_halfway(tmp_path: Path) -> None:
+    """Ctrl-C during `await reload(m)` kills the shell process; the reload, which runs in a
+    task of the node's, still migrates the server's state and makes the new code current."""
+    from relhandler.control.console import _reloader
+
+    code = tmp_path / "code"
+    code.mkdir()
+    mod = f"console{next(_ids)}_slow"
+    src = code / f"{mod}.py"
+    src.write_text(SERVER.format(name=mod))
+    async with Node() as node:
+        node.code.set_path([code])
+        await node.code.current(mod).start()
+
+        @dataclass
+        class Main:
+            node: Node
+            handler: Any = None
+
+            def request_restart(self) -> None:
+                raise AssertionError("no restart expected")
+
+        consoles = Consoles(node, _reloader(Main(node)))  # type: ignore[arg-type]
+        sid = consoles.open()["session"]
+        src.write_text(
+            SERVER.format(name=mod)
+            + "\nimport asyncio\n\nasync def code_change(old, state, extra):\n"
+            "    await asyncio.sleep(0.3)\n    return ('ok', {'n': state['n'], 'v': 2})\n"
+        )
+        task = asyncio.ensure_future(
+            consoles.eval({"session": sid, "source": f"await reload({mod!r})"})
+        )
+        await asyncio.sleep(0.1)  # the reload is under way, in code_change
+        assert consoles.interrupt({"session": sid}) == {"interrupted": True}
+        assert (await task)["error_type"] == "KeyboardInterrupt"
+        # the reload goes on without the shell: the new code_change migrates the state
+        before = node.code.vsn(mod)
+        source = (
+            f"import asyncio\nwhile 'v' not in await get_state({mod!r}):"
+            " await asyncio.sleep(0.02)\n1"
+        )
+        r = await asyncio.wait_for(consoles.eval({"session": sid, "source": source}), 5)
+        assert r["value"] == "1", r
+        r = await consoles.eval({"session": sid, "source": f"await get_state({mod!r})"})
+        assert r["value"] == "{'n': 0, 'v': 2}", r
+        assert node.code.vsn(mod) == before and "code_change" in dir(node.code.current(mod))
+        consoles.close(sid)
