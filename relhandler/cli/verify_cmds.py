@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from relhandler.cli._app import app
@@ -19,6 +21,10 @@ from relhandler.cli._output import command, console, emit, err_console
 from relhandler.errors import UsageError
 
 __all__ = ["verify"]
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @contextmanager
@@ -55,7 +61,7 @@ def _table(rep: object) -> Table:
 
     assert isinstance(rep, Report)
     t = Table(
-        "phase",
+        Column("phase", no_wrap=True, min_width=len("upgrade-again")),
         "release",
         "calls",
         "failed",
@@ -118,10 +124,19 @@ def verify(
             raise UsageError(f"{opt} {p}: no such file; give a release tarball")
     if keep_root is not None and keep_root.exists() and any(keep_root.iterdir()):
         raise UsageError(f"--keep-root {keep_root}: not empty; give a new or empty directory")
-    with _lines(json_out) as say:
-        rep = rehearse(
-            from_tarball, to_tarball, duration=duration, on_line=say, keep_root=keep_root
-        )
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C: the scratch node is stopped and its
+    # root removed on the way out
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with _lines(json_out) as say:
+            rep = rehearse(
+                from_tarball, to_tarball, duration=duration, on_line=say, keep_root=keep_root
+            )
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the rehearsal node was stopped", highlight=False)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
     def human() -> None:
         console.print(_table(rep))

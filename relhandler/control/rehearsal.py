@@ -24,7 +24,7 @@ from typing import Any
 
 from relhandler.control.client import Client
 from relhandler.control.daemon import start_daemon
-from relhandler.errors import InputError, RelhandlerError
+from relhandler.errors import InputError, ReleaseError, RelhandlerError
 from relhandler.handler.unpack import deploy
 from relhandler.release.config import VerifyConfig, read_verify
 from relhandler.release.relup import read_relup
@@ -258,7 +258,17 @@ def rehearse(
         u = deploy(old_tarball.resolve(), root)
         old = u.version
         say(f"boot: starting {old} in {root}")
-        start_daemon(root)
+        try:
+            start_daemon(root)
+        except ReleaseError as e:
+            # the root goes away with the rehearsal: say what the node's log said
+            log = root / "log" / "node.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise ReleaseError(
+                f"{old} did not boot: {e.message}"
+                + (f"; its log ends: {' | '.join(tail)}" if tail else ""),
+                code="verify_boot_failed",
+            ) from e
         try:
             return _rehearse(root, old, new_tarball.resolve(), duration, say)
         finally:

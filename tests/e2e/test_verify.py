@@ -122,3 +122,40 @@ def test_verify_refuses_a_missing_tarball(tmp_path: Path) -> None:
     r = cli("verify", "--from", str(tmp_path / "a.tar.gz"), "--to", str(tmp_path / "b.tar.gz"))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--from" in r.stderr and "no such file" in r.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_rehearsal_node(
+    sample_builds: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "rehearsal"
+    p = subprocess.Popen(
+        [
+            sys.executable, "-m", "relhandler.cli", "verify",
+            "--from", str(sample_builds / "sample-1.0.0.tar.gz"),
+            "--to", str(sample_builds / "sample-2.0.0.tar.gz"),
+            "--duration", "30", "--keep-root", str(root),
+        ],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / "run" / "node.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        node_pid = int((root / "run" / "node.pid").read_text())
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert "interrupted: the rehearsal node was stopped" in err
+    assert not (root / "run" / "node.sock").exists()
+    stat = Path(f"/proc/{node_pid}/stat")
+    # gone, or a zombie nobody reaps (a container's init may not)
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
