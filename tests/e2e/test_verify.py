@@ -125,9 +125,7 @@ def test_verify_refuses_a_missing_tarball(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_rehearsal_node(
-    sample_builds: Path, tmp_path: Path
-) -> None:
+def test_sigterm_stops_the_rehearsal_node(sample_builds: Path, tmp_path: Path) -> None:
     import signal
     import subprocess
     import sys
