@@ -126,15 +126,17 @@ def _restarts_ahead(root: Path | None, vsn: str, json_out: bool) -> None:
     and list the live processes whose state and connections will be lost."""
     r = (root or default_root()).resolve()
     cur = node_call(root, "ping", json_out=json_out).get("release")
+    # an upgrade is in the target's relup (up from the current release), a downgrade in
+    # the current one's (down to the target); no readable relup: the install says it
     entries: list[Any] = []
-    try:
-        up = read_relup(r / "releases" / vsn / "relup.toml")
-        entries = [e.instructions for e in up.up if e.vsn == cur]
-        if not entries and cur is not None:
-            down = read_relup(r / "releases" / str(cur) / "relup.toml")
-            entries = [e.instructions for e in down.down if e.vsn == vsn]
-    except (OSError, RelhandlerError):
-        pass  # no readable relup: the install says what it does
+    for rel, direction, other in ((vsn, "up", cur), (cur, "down", vsn)):
+        if not entries and rel is not None:
+            try:
+                doc = read_relup(r / "releases" / str(rel) / "relup.toml")
+            except (OSError, RelhandlerError):
+                continue
+            side = doc.up if direction == "up" else doc.down
+            entries = [e.instructions for e in side if e.vsn == other]
     if not (entries and restarts(entries[0])):
         return
     plan = node_call(root, "install", {"version": vsn, "dry_run": True}, json_out=json_out)
