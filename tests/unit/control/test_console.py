@@ -206,3 +206,68 @@ async def test_an_interrupt_never_stops_a_reload_halfway(tmp_path: Path) -> None
         assert r["value"] == "{'n': 0, 'v': 2}", r
         assert node.code.vsn(mod) == before and "code_change" in dir(node.code.current(mod))
         consoles.close(sid)
+
+
+async def test_a_session_lives_as_long_as_its_connection() -> None:
+    """Over a real control socket: the namespace persists between requests of one
+    connection; closing it (even in the middle of an input) ends the session and its shell
+    process."""
+    import shutil
+    import tempfile
+
+    from relhandler.control.client import Client
+    from relhandler.control.console import make_op
+    from relhandler.control.server import ControlServer, ensure_cookie
+    from relhandler.errors import UnreachableError
+
+    root = Path(tempfile.mkdtemp(prefix="rhcon"))  # AF_UNIX paths are short
+    try:
+        async with Node() as node:
+
+            @dataclass
+            class Main:
+                node: Node
+                handler: Any = None
+
+                def request_restart(self) -> None:
+                    raise AssertionError("no restart expected")
+
+            server = ControlServer(
+                root,
+                ensure_cookie(root),
+                {"console": make_op(Main(node))},  # type: ignore[arg-type]
+            )
+            await server.start()
+
+            def shells() -> int:
+                return sum(p.initial_call == "console:shell" for p in node.processes.values())
+
+            def session(blocking_input: bool) -> Any:
+                c = Client(root, timeout=5).open()
+                try:
+                    sid = c.call("console", {"action": "open"})["session"]
+                    c.call("console", {"action": "eval", "session": sid, "source": "x = 41"})
+                    got = c.call("console", {"action": "eval", "session": sid, "source": "x + 1"})[
+                        "value"
+                    ]
+                    if blocking_input:
+                        with pytest.raises(UnreachableError):
+                            c.call(
+                                "console",
+                                {"action": "eval", "session": sid, "source": "await receive()"},
+                                timeout=0.3,
+                            )
+                    return got
+                finally:
+                    c.close()
+
+            for blocking in (False, True):
+                assert await asyncio.to_thread(session, blocking) == "42"
+                for _ in range(200):
+                    if shells() == 0:
+                        break
+                    await asyncio.sleep(0.02)
+                assert shells() == 0, f"the shell process outlived its connection ({blocking=})"
+            await server.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
