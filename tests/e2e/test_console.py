@@ -191,3 +191,41 @@ def test_the_seed_greeter_demo_in_the_console(
     finally:
         tty.close()
     assert "Traceback" not in tty.transcript, tty.transcript
+
+
+@pytest.mark.slow
+def test_the_console_on_a_dev_node(tmp_path: Path) -> None:
+    """The same console on `relhandler dev`'s node: the project's source is what `which`
+    names, and a save `dev` reloads is what the console calls next."""
+    cli("new", "shop", "--dir", str(tmp_path / "shop"), check=True)
+    project = tmp_path / "shop"
+    root = project / "_build" / "dev"
+    argv = [sys.executable, "-m", "relhandler.cli", "dev", "--project", str(project)]
+    dev = PtyProc([*argv, "--debounce", "10"], env=_env(tmp_path), cwd=str(project))
+    try:
+        dev.expect(r"dev node of shop 0\.1\.0 up", timeout=60)
+
+        def console(expr: str) -> str:
+            r = subprocess.run(
+                _console_argv(root, "-c", expr), capture_output=True, text=True, timeout=60
+            )
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        server = project / "src" / "shop" / "server.py"
+        assert console('which("shop.server").current_file') == repr(str(server)) + "\n"
+        pid = console('str(whereis("shop_server"))')
+        assert console('await shop.server.hello("Ada")') == "'Hello, Ada!'\n"
+        text = server.read_text()
+        old = 'f"{greeting}, {request[1]}!"'
+        assert old in text
+        tmp = server.with_name(".server.py.swp")
+        tmp.write_text(text.replace(old, 'f"{greeting} from the console, {request[1]}!"'))
+        os.replace(tmp, server)
+        dev.expect(r"reloaded shop\.server ")
+        assert console('await shop.server.hello("Ada")') == "'Hello from the console, Ada!'\n"
+        assert console('str(whereis("shop_server"))') == pid
+        dev.send("\x03")
+        assert dev.wait(30) == 0
+    finally:
+        dev.close()
