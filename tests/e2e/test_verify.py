@@ -25,6 +25,11 @@ VARIANTS = {
     ),
     # the way down loses the count
     "bad_down": (COUNTER_DOWN, '        return ("ok", {"n": 0})\n'),
+    # load through a function, and a health check that fails (on 2.0.0 only)
+    "bad_health": (
+        'health = ["sample.counter:get"]',
+        'load = "sample.counter:incr"\nhealth = ["sample.counter:get", "sample.greeter:no_such"]',
+    ),
 }
 
 
@@ -33,10 +38,13 @@ def _variant(work: Path, sample_builds: Path, name: str) -> Path:
     old, new = VARIANTS[name]
     proj = work / name
     shutil.copytree(SAMPLE / "v2", proj)
-    counter = proj / "src" / "sample" / "counter.py"
-    text = counter.read_text()
-    assert old in text
-    counter.write_text(text.replace(old, new))
+    for f in (proj / "src" / "sample" / "counter.py", proj / "pyproject.toml"):
+        text = f.read_text()
+        if old in text:
+            f.write_text(text.replace(old, new))
+            break
+    else:
+        raise AssertionError(f"{old!r} is in neither file")
     out = work / f"rel-{name}"
     cli("build", "--project", str(proj), "--out", str(out), check=True)
     cli(
@@ -49,7 +57,7 @@ def _variant(work: Path, sample_builds: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def broken(sample_builds: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("verify")
-    return {name: _variant(work, sample_builds, name) for name in VARIANTS}
+    return {name: _variant(work, sample_builds, name) for name in ("bad_up", "bad_down")}
 
 
 def _verify(old: Path, new: Path, *extra: str) -> tuple[int, dict[str, object], str]:
@@ -157,3 +165,22 @@ def test_sigterm_stops_the_rehearsal_node(sample_builds: Path, tmp_path: Path) -
     stat = Path(f"/proc/{node_pid}/stat")
     # gone, or a zombie nobody reaps (a container's init may not)
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.slow
+def test_verify_fails_on_a_health_check_and_drives_a_load_function(
+    sample_builds: Path, tmp_path: Path
+) -> None:
+    new = _variant(tmp_path, sample_builds, "bad_health")
+    code, rep, out = _verify(sample_builds / "sample-1.0.0.tar.gz", new, "--json")
+    assert code == 1, out
+    assert rep["hooks"]["2.0.0"]["load"] == "sample.counter:incr"  # type: ignore[index]
+    health = [f for f in rep["failures"] if f["what"] == "health"]  # type: ignore[attr-defined]
+    # 2.0.0's health checks run after each upgrade; 1.0.0 declares its own (they pass)
+    assert [f["phase"] for f in health] == ["upgrade", "upgrade-again"]
+    assert health[0]["process"] == "sample.greeter:no_such"
+    assert health[0]["module"] == "sample.greeter" and "no_such" in health[0]["error"]
+    phases = {p["name"]: p for p in rep["phases"]}  # type: ignore[attr-defined]
+    assert phases["upgrade"]["health_passed"] == 1 and phases["upgrade"]["health_failed"] == 1
+    assert phases["downgrade"]["health_failed"] == 0
+    assert phases["upgrade-again"]["calls"] > 0 and phases["upgrade-again"]["failed"] == 0
