@@ -17,7 +17,7 @@ from relhandler.errors import ConfigError, RelhandlerError, UsageError
 from relhandler.release.appup import Appup, read_appup, select
 from relhandler.release.appup_gen import generate_appup, render_appup
 from relhandler.release.build import release_dirs, write_release_files
-from relhandler.release.plan import ReleaseSource, open_release, plan_relup
+from relhandler.release.plan import DepChange, ReleaseSource, dep_changes, open_release, plan_relup
 from relhandler.release.relup import Relup, dump_relup, read_relup
 from relhandler.release.restart import describe_static, restart_report, restarts, static_processes
 from relhandler.release.tarball import write_tarball
@@ -155,8 +155,8 @@ def _appup_coverage(
     version has no instruction for (or an app with no appup entry at all)."""
     for name, spec in new.apps.items():
         oa = old.apps.get(name)
-        if oa is None or oa.version == spec.version:
-            continue
+        if oa is None or oa.version == spec.version or new.spec.is_hot_dep(name):
+            continue  # a hot dependency has no appup: the planner writes its script
         a = appups.get(name)
         entry = select(a.up, oa.version) if a is not None else None
         if entry is None:
@@ -319,6 +319,7 @@ def check(
                 f"`relhandler relup --to {version} --from {vsn}`"
             )
             break
+    deps_from: dict[str, list[DepChange]] = {}
     for vsn in sorted(relup_from | set(from_ or [])):
         try:
             old = open_release(root=root, version=vsn)
@@ -328,6 +329,7 @@ def check(
             )
             continue
         _appup_coverage(new, old, appups, uncovered)
+        deps_from[vsn] = dep_changes(new, old)
     if relup_doc is not None:
         for e in relup_doc.up:
             try:
@@ -361,6 +363,12 @@ def check(
         "problems": problems,
         "warnings": warnings,
         "restarts": restart_list,
+        "dependencies": {
+            vsn: [
+                {"name": c.name, "from": c.old, "to": c.new, "hot": c.hot, "why": c.why} for c in cs
+            ]
+            for vsn, cs in deps_from.items()
+        },
         "relup": None
         if relup_doc is None
         else {
@@ -372,6 +380,9 @@ def check(
     def human() -> None:
         if relup_doc is not None:
             console.print(_tree(relup_doc))
+        for vsn, cs in deps_from.items():
+            for c in cs:
+                console.print(escape(f"{vsn} → {version}: {c.line()}"))
         for p in problems:
             err_console.print(f"[red]problem:[/] {escape(p)}")
         console.print("ok" if not problems else f"{len(problems)} problem(s)")

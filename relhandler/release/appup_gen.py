@@ -22,7 +22,7 @@ import tomli_w
 from relhandler.errors import AppupError
 from relhandler.release.model import AppSpec
 
-__all__ = ["generate_appup", "render_appup", "supervision"]
+__all__ = ["generate_appup", "library_appup", "render_appup", "supervision"]
 
 
 def _source(lib: Path, mod: str) -> bytes | None:
@@ -290,6 +290,55 @@ def _generate(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> dict[
         [mod_instr("add_module", m, old_lib) for m in removed]
         + [i for m in changed for i in changed_instrs(m, up=False)]
         + [mod_instr("delete_module", m, new_lib) for m in added]
+    )
+    return {
+        "version": new.version,
+        "up": [{"from": old.version, "instructions": up}],
+        "down": [{"to": old.version, "instructions": down}],
+    }
+
+
+def library_appup(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> dict[str, Any]:
+    """The appup OTP's systools writes for a library application (no processes): a
+    ``load_module`` for each changed module, ``add_module``/``delete_module`` for added and
+    removed ones, with ``dep_mods`` from each module's imports (the load order). Used for a
+    hot bundled dependency, whose code has no ``code_change`` of ours to call."""
+    try:
+        return _library(old, old_lib, new, new_lib)
+    except SyntaxError as e:
+        raise AppupError(
+            f"{e.filename}: line {e.lineno}: {e.msg}; dependency {new.name} {new.version} "
+            f"cannot be hot-loaded: remove it from hot_deps"
+        ) from None
+
+
+def _library(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> dict[str, Any]:
+    old_mods, new_mods = set(old.modules), set(new.modules)
+    changed = []
+    for m in new.modules:
+        if m in old_mods:
+            a, b = _source(old_lib, m), _source(new_lib, m)
+            if a != b or a is None:
+                changed.append(m)
+    added = [m for m in new.modules if m not in old_mods]
+    removed = [m for m in old.modules if m not in new_mods]
+    with_instr = set(changed) | set(added) | set(removed)
+
+    def instr(kind: str, m: str, lib: Path) -> list[Any]:
+        src = _source(lib, m)
+        is_pkg = (lib / Path(*m.split(".")) / "__init__.py").is_file()
+        d = _imports(src, m, is_pkg, with_instr) if src is not None else []
+        return [kind, m, {"dep_mods": d}] if d else [kind, m]
+
+    up = (
+        [instr("add_module", m, new_lib) for m in added]
+        + [instr("load_module", m, new_lib) for m in changed]
+        + [instr("delete_module", m, old_lib) for m in removed]
+    )
+    down = (
+        [instr("add_module", m, old_lib) for m in removed]
+        + [instr("load_module", m, old_lib) for m in changed]
+        + [instr("delete_module", m, new_lib) for m in added]
     )
     return {
         "version": new.version,

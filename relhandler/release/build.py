@@ -19,10 +19,11 @@ import tomli_w
 
 from relhandler.errors import ConfigError
 from relhandler.release.config import BuildConfig, read_config
-from relhandler.release.deps import install_deps, resolve_wheels, wheel_cache
+from relhandler.release.deps import HotLib, install_deps, move_hot, resolve_wheels, wheel_cache
 from relhandler.release.imports import missing_imports
 from relhandler.release.model import (
     AppSpec,
+    BundledDist,
     ReleaseApp,
     ReleaseSpec,
     dump_app,
@@ -67,31 +68,58 @@ def _copy_package(src: Path, dst: Path) -> None:
             shutil.copyfile(p, target)
 
 
-def _bundle_deps(
-    cfg: BuildConfig, lib: Path, find_links: Sequence[Path]
-) -> tuple[str | None, set[str]]:
-    """Install the project's dependencies from wheels into a content-addressed lib dir;
-    returns its name and the top-level modules it provides."""
+@dataclass(frozen=True, slots=True)
+class _Bundle:
+    deps: str | None = None  # the shared lib dir
+    provided: frozenset[str] = frozenset()  # top-level modules
+    hot: tuple[HotLib, ...] = ()
+    dists: tuple[BundledDist, ...] | None = None
+
+
+def _bundle_deps(cfg: BuildConfig, lib: Path, find_links: Sequence[Path]) -> _Bundle:
+    """Install the project's dependencies from wheels: the hot ones each into its own lib dir
+    (a library application), the rest into one content-addressed lib dir."""
     if not cfg.include_deps or not cfg.dependencies:
-        return None, set()
+        return _Bundle()
     wheels = resolve_wheels(
         cfg.dependencies, wheel_cache(cfg.project_dir), [*find_links, *cfg.find_links]
     )
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "site"
         installed = install_deps(wheels, target)
-        h = hashlib.sha256()
-        for f in tree_files(target, ["."]):
-            h.update(f.encode() + b"\0" + hashlib.sha256((target / f).read_bytes()).digest())
-        name = f"deps-{h.hexdigest()[:16]}"
-        dest = lib / name
-        if not dest.exists():
-            lib.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(target, dest)
-        return name, installed.top_level()
+        clash = sorted({a.name for a in cfg.apps} & set(cfg.hot_deps))
+        if clash:
+            raise ConfigError(
+                f"[tool.relhandler.release].hot_deps: {clash[0]!r} is also an application of "
+                f"the release; rename the application"
+            )
+        hot = move_hot(installed, cfg.hot_deps, lib)
+        hot_names = {h.dist.name for h in hot}
+        for h in hot:
+            spec = AppSpec(
+                h.dist.name, h.dist.version, h.modules, description="bundled dependency (hot)"
+            )
+            (lib / h.dir_name / "app.toml").write_text(dump_app(spec))
+        dists = tuple(
+            BundledDist(d.name, d.version, d.name in hot_names, d.compiled) for d in installed.dists
+        )
+        files = tree_files(target, ["."])
+        name = None
+        if files:
+            digest = hashlib.sha256()
+            for f in files:
+                digest.update(
+                    f.encode() + b"\0" + hashlib.sha256((target / f).read_bytes()).digest()
+                )
+            name = f"deps-{digest.hexdigest()[:16]}"
+            dest = lib / name
+            if not dest.exists():
+                lib.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(target, dest)
+        return _Bundle(name, frozenset(installed.top_level()), tuple(hot), dists)
 
 
-def _check_imports(cfg: BuildConfig, bundled: set[str]) -> None:
+def _check_imports(cfg: BuildConfig, bundled: frozenset[str]) -> None:
     """Fail the build on an import nothing in the release provides (file:line: module)."""
     provided = bundled | {a.package for a in cfg.apps}
     files = [
@@ -171,14 +199,20 @@ def build(
             app.name, app.version, app.modules, app.applications, app.start, dict(app.env)
         )
         (d / "app.toml").write_text(dump_app(spec))
-    deps, bundled = _bundle_deps(cfg, lib, find_links)
-    _check_imports(cfg, bundled)
+    bundle = _bundle_deps(cfg, lib, find_links)
+    deps = bundle.deps
+    _check_imports(cfg, bundle.provided)
     rel = ReleaseSpec(
         cfg.name,
         cfg.version,
         cfg.python,
-        tuple(ReleaseApp(a.name, a.version, a.type) for a in cfg.apps),  # type: ignore[arg-type]
+        # hot dependencies first: library applications, loaded before the apps using them
+        (
+            *(ReleaseApp(h.dist.name, h.dist.version, "load") for h in bundle.hot),
+            *(ReleaseApp(a.name, a.version, a.type) for a in cfg.apps),  # type: ignore[arg-type]
+        ),
         deps,
+        bundle.dists,
     )
     (rel_dir / "release.toml").write_text(dump_release(rel))
     if cfg.config is not None:

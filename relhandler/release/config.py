@@ -15,6 +15,7 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from relhandler.errors import ConfigError
@@ -37,6 +38,7 @@ RELEASE_KEYS = {
     "config",
     "optional_imports",
     "find_links",
+    "hot_deps",
 }
 APP_KEYS = {"path", "version", "start", "applications", "env", "appup"}
 VERIFY_KEYS = {"calls", "load", "health", "roundtrip_exempt"}
@@ -103,6 +105,7 @@ class BuildConfig:
     verify: VerifyConfig | None = None
     optional_imports: tuple[str, ...] = ()
     find_links: tuple[Path, ...] = ()
+    hot_deps: tuple[str, ...] = ()  # canonical names, "-" as "_"
 
 
 def discover_modules(pkg_dir: Path) -> tuple[str, ...]:
@@ -263,6 +266,10 @@ def read_config(project_dir: Path) -> BuildConfig:
     find_links = tuple(
         project_dir / p for p in _names(pb, rel, "find_links", "directories of wheels")
     )
+    hot_deps = tuple(
+        canonicalize_name(n).replace("-", "_")
+        for n in _names(pb, rel, "hot_deps", "distribution names")
+    )
     cfg_path = None
     if "config" in rel:
         cfg_path = project_dir / str(rel["config"])
@@ -355,6 +362,7 @@ def read_config(project_dir: Path) -> BuildConfig:
         verify,
         optional_imports=optional_imports,
         find_links=find_links,
+        hot_deps=hot_deps,
     )
 
 

@@ -28,7 +28,15 @@ from packaging.utils import canonicalize_name
 
 from relhandler.errors import ConfigError
 
-__all__ = ["Dist", "Installed", "install_deps", "resolve_wheels", "wheel_cache"]
+__all__ = [
+    "Dist",
+    "HotLib",
+    "Installed",
+    "install_deps",
+    "move_hot",
+    "resolve_wheels",
+    "wheel_cache",
+]
 
 _LOCK = "lock.json"
 # what pip prints when it cannot talk to an index at all (as opposed to "no such package")
@@ -233,3 +241,65 @@ def install_deps(wheels: Sequence[Path], target: Path) -> Installed:
     for p in list(target.rglob("direct_url.json")):
         p.unlink()  # holds the absolute path it was installed from
     return Installed(target, _dists(target))
+
+
+@dataclass(frozen=True, slots=True)
+class HotLib:
+    """A hot dependency moved into its own lib dir: a library application of the release."""
+
+    dist: Dist
+    dir_name: str  # lib/<name>-<version>
+    modules: tuple[str, ...]
+
+
+def _modules(files: Sequence[str]) -> tuple[str, ...]:
+    out = []
+    for f in files:
+        parts = f.split("/")
+        if not f.endswith(".py") or parts[0].endswith((".dist-info", ".data")):
+            continue
+        parts[-1] = parts[-1][:-3]
+        if parts[-1] == "__init__":
+            parts.pop()
+        out.append(".".join(parts))
+    return tuple(sorted(out))
+
+
+def move_hot(installed: Installed, hot: Sequence[str], lib: Path) -> list[HotLib]:
+    """Move each distribution named in ``hot`` (pure Python) out of the install dir into its
+    own ``lib/<name>-<version>/``; one with extension modules stays in the shared dir (an
+    upgrade of it restarts the node). Raises ``ConfigError`` for a name nothing bundles, or a
+    package that cannot be loaded through the code server."""
+    by_name = {d.name: d for d in installed.dists}
+    unknown = [n for n in hot if n not in by_name]
+    if unknown:
+        raise ConfigError(
+            f"[tool.relhandler.release].hot_deps: {unknown[0]!r} is not a bundled "
+            f"distribution (bundled: {', '.join(sorted(by_name)) or 'none'}); add it to "
+            f"[project].dependencies or remove it from hot_deps"
+        )
+    out = []
+    for name in hot:
+        d = by_name[name]
+        if d.compiled:
+            continue
+        dirs = {f.rsplit("/", 1)[0] for f in d.files if f.endswith(".py") and "/" in f}
+        flat = [x for x in sorted(dirs) if not (installed.dir / x / "__init__.py").is_file()]
+        if flat:
+            raise ConfigError(
+                f"[tool.relhandler.release].hot_deps: {name} has a namespace package "
+                f"({flat[0]}/ has no __init__.py), which the code server cannot load; remove "
+                f"it from hot_deps (its upgrades then restart the node)"
+            )
+        dir_name = f"{d.name}-{d.version}"
+        dest = lib / dir_name
+        if dest.exists():
+            shutil.rmtree(dest)
+        for f in d.files:
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(installed.dir / f, dest / f)
+        out.append(HotLib(d, dir_name, _modules(d.files)))
+    for p in sorted(installed.dir.rglob("*"), reverse=True):  # the dirs they left empty
+        if p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+    return out

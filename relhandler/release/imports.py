@@ -102,7 +102,11 @@ def missing_imports(
     ok = ALWAYS | set(provided) | set(optional)
     out = []
     for f in sorted(files):
-        for mod, line in scan_imports(f):
+        try:
+            found = scan_imports(f)
+        except (SyntaxError, ValueError):
+            continue  # not this check's to report: loading the module says where it breaks
+        for mod, line in found:
             if mod not in ok:
                 out.append(MissingImport(mod, f, line))
     return out

@@ -20,6 +20,8 @@ the release handler. Readers reject unknown keys and report ``file: key: what â€
     python = ">=3.11"
     deps = "deps-0123abcd4567ef89"                     # optional: bundled third-party lib dir
     apps = [{ name = "sample_app", version = "2.0.0", type = "permanent" }]
+    # optional: every bundled distribution; a hot one is also a library app of `apps`
+    dists = [{ name = "cachetools", version = "5.5.2", hot = true, compiled = false }]
 
 ``sys.toml`` (in ``releases/<vsn>/``): one table per application of env overrides.
 """
@@ -40,6 +42,7 @@ from relhandler.errors import ConfigError
 __all__ = [
     "START_TYPES",
     "AppSpec",
+    "BundledDist",
     "ReleaseApp",
     "ReleaseSpec",
     "StartType",
@@ -92,6 +95,18 @@ class ReleaseApp:
 
 
 @dataclass(frozen=True, slots=True)
+class BundledDist:
+    """A third-party distribution bundled into a release. A ``hot`` one lives in its own
+    ``lib/<name>-<version>/`` as a library application (type ``load``) of the release and is
+    upgraded through the code server; the others share the ``deps`` dir."""
+
+    name: str
+    version: str
+    hot: bool = False
+    compiled: bool = False  # has extension modules: never hot
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseSpec:
     """A release as recorded in ``releases/<vsn>/release.toml``."""
 
@@ -100,6 +115,16 @@ class ReleaseSpec:
     python: str
     apps: tuple[ReleaseApp, ...]
     deps: str | None = None
+    dists: tuple[BundledDist, ...] | None = None  # None: built before dists were recorded
+
+    def dist(self, name: str) -> BundledDist | None:
+        """The bundled distribution ``name``, or None."""
+        return next((d for d in self.dists or () if d.name == name), None)
+
+    def is_hot_dep(self, app: str) -> bool:
+        """Whether application ``app`` is a hot-upgradable bundled dependency."""
+        d = self.dist(app)
+        return d is not None and d.hot
 
     def app(self, name: str) -> ReleaseApp | None:
         """The entry for application ``name``, or None."""
@@ -201,7 +226,7 @@ def read_app(path: Path) -> AppSpec:
 
 def parse_release(data: Mapping[str, Any], where: str = "release.toml") -> ReleaseSpec:
     """Validate the contents of a ``release.toml``."""
-    _check_keys(where, data, {"name", "version", "python", "apps"}, {"deps"})
+    _check_keys(where, data, {"name", "version", "python", "apps"}, {"deps", "dists"})
     apps_raw = data["apps"]
     if not isinstance(apps_raw, list):
         raise ConfigError(f"{where}: key 'apps' must be an array of tables")
@@ -227,7 +252,26 @@ def parse_release(data: Mapping[str, Any], where: str = "release.toml") -> Relea
         python=_str(where, "python", data["python"]),
         apps=tuple(apps),
         deps=None if deps is None else _str(where, "deps", deps),
+        dists=_dists(where, data["dists"]) if "dists" in data else None,
     )
+
+
+def _dists(where: str, raw: Any) -> tuple[BundledDist, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: key 'dists' must be an array of tables")
+    out = []
+    for i, d in enumerate(raw):
+        w = f"{where}: dists[{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{w} must be a table with name, version, hot, compiled")
+        _check_keys(w, d, {"name", "version"}, {"hot", "compiled"})
+        flags = [d.get(k, False) for k in ("hot", "compiled")]
+        if not all(isinstance(f, bool) for f in flags):
+            raise ConfigError(f"{w}: hot and compiled must be true or false")
+        out.append(
+            BundledDist(_str(w, "name", d["name"]), _str(w, "version", d["version"]), *flags)
+        )
+    return tuple(out)
 
 
 def dump_release(rel: ReleaseSpec) -> str:
@@ -239,6 +283,11 @@ def dump_release(rel: ReleaseSpec) -> str:
     }
     if rel.deps is not None:
         out["deps"] = rel.deps
+    if rel.dists is not None:
+        out["dists"] = [
+            {"name": d.name, "version": d.version, "hot": d.hot, "compiled": d.compiled}
+            for d in rel.dists
+        ]
     return tomli_w.dumps(out)
 
 

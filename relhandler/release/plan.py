@@ -17,11 +17,12 @@ from typing import Any
 
 from relhandler.errors import AppupError, ConfigError, TranslationError
 from relhandler.release.appup import Appup, read_appup, select
+from relhandler.release.appup_gen import library_appup
 from relhandler.release.model import AppSpec, ReleaseSpec, read_app, read_release
 from relhandler.release.relup import AppInfo, Relup, RelupEntry, translate_scripts
 from relhandler.release.tarball import extract_into, verify_tarball
 
-__all__ = ["Plan", "ReleaseSource", "open_release", "plan_relup"]
+__all__ = ["DepChange", "Plan", "ReleaseSource", "dep_changes", "open_release", "plan_relup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,64 @@ def open_release(
 
 
 @dataclass(frozen=True, slots=True)
+class DepChange:
+    """A bundled distribution that differs between two releases, and how it is upgraded."""
+
+    name: str
+    old: str | None  # version; None: added
+    new: str | None  # None: removed
+    hot: bool  # its modules are loaded in place; the node keeps running
+    why: str
+
+    def line(self) -> str:
+        vsns = f"{self.old or '(none)'} → {self.new or '(none)'}"
+        return f"dependency {self.name} {vsns}: {'hot' if self.hot else 'restart'} ({self.why})"
+
+
+def dep_changes(new: ReleaseSource, old: ReleaseSource) -> list[DepChange]:
+    """Each bundled distribution changed from ``old`` to ``new``: hot (loaded through the
+    code server) or restart, and why."""
+    n, o = new.spec, old.spec
+    if n.dists is None or o.dists is None:
+        if n.deps == o.deps:
+            return []
+        unrecorded = old.version if o.dists is None else new.version
+        return [
+            DepChange(
+                "(bundled dependencies)",
+                o.deps,
+                n.deps,
+                False,
+                f"release {unrecorded} does not list its bundled packages",
+            )
+        ]
+    names = sorted({d.name for d in (*n.dists, *o.dists)})
+    out = []
+    for name in names:
+        a, b = o.dist(name), n.dist(name)
+        if a is not None and b is not None and (a.version, a.hot) == (b.version, b.hot):
+            continue
+        was, now = (a.version if a else None), (b.version if b else None)
+        either = [d for d in (a, b) if d is not None]
+        if n.python != o.python:
+            hot, why = False, "the Python requirement changed"
+        elif any(d.compiled for d in either):
+            hot, why = False, "it has compiled extensions"
+        elif not all(d.hot for d in either):
+            hot, why = False, "not in hot_deps"
+        else:
+            hot, why = True, "pure Python, in hot_deps: loaded through the code server"
+        out.append(DepChange(name, was, now, hot, why))
+    if n.deps != o.deps:
+        for i, c in enumerate(out):
+            if c.hot:
+                out[i] = DepChange(
+                    c.name, c.old, c.new, False, "hot, but the node restarts for the others"
+                )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     relup: Relup
     warnings: tuple[str, ...] = field(default_factory=tuple)
@@ -101,6 +160,13 @@ def _scripts(
     for a in new.spec.apps:
         oa = old.spec.app(a.name)
         if oa is None or oa.version == a.version:
+            continue
+        if new.spec.is_hot_dep(a.name):
+            # a hot dependency is a library application: its changed modules are loaded
+            lib = library_appup(
+                old.apps[a.name], old.lib_dir(a.name), new.apps[a.name], new.lib_dir(a.name)
+            )
+            scripts.append(lib[direction][0]["instructions"])
             continue
         appup = new.appup(a.name)
         if appup.version != a.version:

@@ -138,3 +138,31 @@ def test_a_changed_gen_server_is_still_an_advanced_update(tmp_path: Path) -> Non
     (nl / "a" / "w1.py").write_text(WORKER + "\n# changed\n")
     doc = generate_appup(o, ol, n, nl)
     assert doc["up"][0]["instructions"] == [["update", "a.w1", {"change": "advanced", "extra": []}]]
+
+
+def test_library_appup_loads_changed_modules_with_dep_mods_from_imports(tmp_path: Path) -> None:
+    from relhandler.release.appup_gen import library_appup
+
+    old_lib, new_lib = tmp_path / "old", tmp_path / "new"
+    for lib, v in ((old_lib, "1"), (new_lib, "2")):
+        (lib / "lib3p").mkdir(parents=True)
+        (lib / "lib3p/__init__.py").write_text("from lib3p.core import VERSION\n")
+        (lib / "lib3p/core.py").write_text(f"VERSION = {v!r}\n")
+        (lib / "lib3p/same.py").write_text("def code_change(*a):\n    pass\n")
+    (new_lib / "lib3p/extra.py").write_text("from . import core\n")
+    old = AppSpec("lib3p", "1.0", ("lib3p", "lib3p.core", "lib3p.same"))
+    new = AppSpec("lib3p", "2.0", ("lib3p", "lib3p.core", "lib3p.extra", "lib3p.same"))
+    doc = library_appup(old, old_lib, new, new_lib)
+    assert doc["up"] == [
+        {
+            "from": "1.0",
+            "instructions": [
+                ["add_module", "lib3p.extra", {"dep_mods": ["lib3p.core"]}],
+                ["load_module", "lib3p.core"],
+            ],
+        }
+    ]
+    assert doc["down"][0]["instructions"] == [
+        ["load_module", "lib3p.core"],
+        ["delete_module", "lib3p.extra", {"dep_mods": ["lib3p.core"]}],
+    ]

@@ -66,3 +66,8 @@ def test_missing_imports_skip_stdlib_relhandler_provided_and_allow_listed(
         MissingImport("not_type_only", f, 20),
         MissingImport("inside_function", f, 26),
     ]
+
+
+def test_a_file_that_does_not_parse_is_left_to_the_loader(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text("import nowhere\ndef (:\n")
+    assert missing_imports([tmp_path / "bad.py"], provided=()) == []
