@@ -17,7 +17,13 @@ from relhandler.errors import ConfigError, RelhandlerError, UsageError
 from relhandler.release.appup import Appup, read_appup, select
 from relhandler.release.appup_gen import generate_appup, render_appup
 from relhandler.release.build import release_dirs, write_release_files
-from relhandler.release.plan import DepChange, ReleaseSource, dep_changes, open_release, plan_relup
+from relhandler.release.plan import (
+    DepUpgrade,
+    ReleaseSource,
+    dep_upgrades,
+    open_release,
+    plan_relup,
+)
 from relhandler.release.relup import Relup, dump_relup, read_relup
 from relhandler.release.restart import describe_static, restart_report, restarts, static_processes
 from relhandler.release.tarball import write_tarball
@@ -319,7 +325,7 @@ def check(
                 f"`relhandler relup --to {version} --from {vsn}`"
             )
             break
-    deps_from: dict[str, list[DepChange]] = {}
+    deps_from: dict[str, list[DepUpgrade]] = {}
     for vsn in sorted(relup_from | set(from_ or [])):
         try:
             old = open_release(root=root, version=vsn)
@@ -329,7 +335,7 @@ def check(
             )
             continue
         _appup_coverage(new, old, appups, uncovered)
-        deps_from[vsn] = dep_changes(new, old)
+        deps_from[vsn] = dep_upgrades(new, old)
     if relup_doc is not None:
         for e in relup_doc.up:
             try:

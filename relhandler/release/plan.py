@@ -22,7 +22,7 @@ from relhandler.release.model import AppSpec, ReleaseSpec, read_app, read_releas
 from relhandler.release.relup import AppInfo, Relup, RelupEntry, translate_scripts
 from relhandler.release.tarball import extract_into, verify_tarball
 
-__all__ = ["DepChange", "Plan", "ReleaseSource", "dep_changes", "open_release", "plan_relup"]
+__all__ = ["DepUpgrade", "Plan", "ReleaseSource", "dep_upgrades", "open_release", "plan_relup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def open_release(
 
 
 @dataclass(frozen=True, slots=True)
-class DepChange:
+class DepUpgrade:
     """A bundled distribution that differs between two releases, and how it is upgraded."""
 
     name: str
@@ -97,7 +97,7 @@ class DepChange:
         return f"dependency {self.name} {vsns}: {'hot' if self.hot else 'restart'} ({self.why})"
 
 
-def dep_changes(new: ReleaseSource, old: ReleaseSource) -> list[DepChange]:
+def dep_upgrades(new: ReleaseSource, old: ReleaseSource) -> list[DepUpgrade]:
     """Each bundled distribution changed from ``old`` to ``new``: hot (loaded through the
     code server) or restart, and why."""
     n, o = new.spec, old.spec
@@ -106,7 +106,7 @@ def dep_changes(new: ReleaseSource, old: ReleaseSource) -> list[DepChange]:
             return []
         unrecorded = old.version if o.dists is None else new.version
         return [
-            DepChange(
+            DepUpgrade(
                 "(bundled dependencies)",
                 o.deps,
                 n.deps,
@@ -130,11 +130,11 @@ def dep_changes(new: ReleaseSource, old: ReleaseSource) -> list[DepChange]:
             hot, why = False, "not in hot_deps"
         else:
             hot, why = True, "pure Python, in hot_deps: loaded through the code server"
-        out.append(DepChange(name, was, now, hot, why))
+        out.append(DepUpgrade(name, was, now, hot, why))
     if n.deps != o.deps:
         for i, c in enumerate(out):
             if c.hot:
-                out[i] = DepChange(
+                out[i] = DepUpgrade(
                     c.name, c.old, c.new, False, "hot, but the node restarts for the others"
                 )
     return out
