@@ -34,6 +34,8 @@ __all__ = ["PHASES", "Failure", "PhaseReport", "Report", "rehearse"]
 PHASES = ("boot", "upgrade", "downgrade", "upgrade-again")
 CALL_PAUSE = 0.005
 """Seconds between two load calls (about 200 calls/s: load, not a benchmark)."""
+MIN_ROUND_WAIT = 60.0
+"""Seconds a phase waits past ``--duration`` for each hook to have been called once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,7 @@ class _Load:
         self._run.set()
         self._thread.join(30)
 
-    def _hooks(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+    def hooks(self) -> list[tuple[str, str, str, dict[str, Any]]]:
         """(what, process, module, control request) for each hook of the running release."""
         out: list[tuple[str, str, str, dict[str, Any]]] = []
         for name, req in self.cfg.calls:
@@ -150,13 +152,24 @@ class _Load:
         return out
 
     def _main(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:  # the load must not end in silence: it is a failure
+            self._idle.set()
+            with self._lock:
+                name = self.phase.name if self.phase is not None else "boot"
+                self.report.failures.append(
+                    Failure(name, "load", "-", "-", f"the load stopped: {type(e).__name__}: {e}")
+                )
+
+    def _loop(self) -> None:
         with Client(self.root, timeout=60.0) as c:
             counter = itertools.count()
             while not self._stop.is_set():
                 self._run.wait()
                 if self._stop.is_set():
                     return
-                hooks = self._hooks()
+                hooks = self.hooks()
                 if not hooks:
                     time.sleep(0.05)
                     continue
@@ -317,6 +330,11 @@ def _rehearse(
         def run_load(ph: PhaseReport) -> None:
             say(f"{ph.name}: load on {ph.release} for {duration:g}s")
             time.sleep(duration)
+            # and at least one round of the hooks, however slow the machine
+            want = len(load.hooks())
+            deadline = time.monotonic() + MIN_ROUND_WAIT
+            while ph.calls < want and time.monotonic() < deadline:
+                time.sleep(0.01)
 
         def install(ph: PhaseReport, vsn: str) -> bool:
             say(f"{ph.name}: installing {vsn}")
