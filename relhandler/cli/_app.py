@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "relhandler.cli.dev_cmds",  # dev
     "relhandler.cli.verify_cmds",  # verify
     "relhandler.cli.console_cmds",  # console
+    "relhandler.cli.pipeline_cmds",  # events, confirm
 )
 
 

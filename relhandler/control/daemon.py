@@ -41,6 +41,7 @@ from relhandler.control.server import ControlServer, ensure_cookie, run_dir
 from relhandler.errors import ReleaseError, UnreachableError, UsageError
 from relhandler.handler import store
 from relhandler.handler.boot import BootedRelease, boot
+from relhandler.handler.events import EventLog, log_options, reason_text
 from relhandler.runtime import Node, listenfds
 from relhandler.runtime.application import AppController
 
@@ -171,6 +172,7 @@ class NodeMain:
         self.boot_id = secrets.token_hex(8)
         # why the one-shot boot before this one failed (read from run/boot_failure.json)
         self.boot_failure: dict[str, Any] | None = None
+        self.events = EventLog(None)  # opened on log/ by run()
 
     @property
     def release_name(self) -> str | None:
@@ -190,6 +192,22 @@ class NodeMain:
         listenfds.registry.hand_over()  # the ports keep listening through the exec
         self.request_stop(0)
 
+    def _process_exit(self, p: Any, reason: Any) -> None:
+        # shutdown is how supervisors and a stopping node end processes: not news (OTP's
+        # proc_lib reports every reason but normal, shutdown and {shutdown, _} too)
+        if reason == "shutdown" or (
+            isinstance(reason, tuple) and len(reason) == 2 and reason[0] == "shutdown"
+        ):
+            return
+        self.events.emit(
+            "process.exit",
+            pid=str(p.pid),
+            initial_call=str(p.initial_call),
+            name=p.name,
+            reason=reason_text(reason),
+            crash=isinstance(reason, BaseException),
+        )
+
     def _app_died(self, app: str, reason: Any) -> None:
         log.error("permanent application %s exited (%r): stopping the node", app, reason)
         self.request_stop(1)
@@ -197,7 +215,15 @@ class NodeMain:
     async def run(self) -> int:
         """Boot, serve until stopped, shut down in order; the exit code."""
         check_socket_path(self.root)
+        max_bytes, files = log_options()
         cookie = ensure_cookie(self.root)
+        self.events = EventLog(
+            self.root / "log",
+            max_bytes=max_bytes,
+            files=files,
+            release=lambda: self.release_version,
+            boot=self.boot_id,
+        )
         lock_fd = lock_root(self.root)
         try:
             return await self._run_locked(cookie)
@@ -211,6 +237,7 @@ class NodeMain:
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         self.node.activate()
+        self.node.exit_hook = self._process_exit
         AppController(self.node, on_permanent_exit=self._app_died)
         server: ControlServer | None = None
         self.boot_failure = _take_boot_failure(self.root)
@@ -249,6 +276,7 @@ class NodeMain:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+            self.events.emit("node.start", os_pid=os.getpid(), release=self.release_version)
             log.info(
                 "node up: release %s %s, %d processes, control socket %s",
                 self.release_name,
@@ -266,6 +294,10 @@ class NodeMain:
             if isinstance(self.node.apps, AppController):
                 await self.node.apps.stop_all()
             await self.node.close()
+            self.events.emit(
+                "node.stop", exit_code=self.exit_code, restart=self.restart_argv is not None
+            )
+            self.events.close()
             pid_path.unlink(missing_ok=True)
         return self.exit_code
 

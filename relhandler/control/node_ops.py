@@ -103,6 +103,7 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
             "processes": len(node.processes),
             "uptime_s": round(time.time() - node.started_at, 3),
             "modules_loaded": len(node.code.all_loaded()),
+            "events": main.events.status(),
         }
 
     async def stop(args: dict[str, Any], progress: Progress) -> Any:

@@ -53,7 +53,12 @@ def register(ops: dict[str, Op], main: NodeMain) -> None:
         main.booted = booted  # `status` and `ping` say what runs, whoever waits for the reply
 
     h = ReleaseHandler(
-        main.node, main.root, main.booted, main.request_restart, on_current=on_current
+        main.node,
+        main.root,
+        main.booted,
+        main.request_restart,
+        on_current=on_current,
+        events=main.events,
     )
     main.handler = h
 

@@ -16,6 +16,7 @@ client that asks for the same install again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from relhandler.errors import InstallError, ReleaseError, RelhandlerError
 from relhandler.handler import journal, store
 from relhandler.handler import unpack as unpacking
 from relhandler.handler.boot import BootedRelease, code_path, load_release
+from relhandler.handler.events import NO_EVENTS, EventLog
 from relhandler.handler.install import Installer, InstallOptions
 from relhandler.handler.lost import restart_loss
 from relhandler.handler.unpack import record_of
@@ -44,6 +46,35 @@ log = logging.getLogger("relhandler.release_handler")
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 T = TypeVar("T")
+Op = Callable[["ReleaseHandler", str], Awaitable[dict[str, Any]]]
+
+
+def error_of(e: BaseException) -> dict[str, str]:
+    """``{code, message}`` of an exception, for an event."""
+    if isinstance(e, RelhandlerError):
+        return {"code": e.code, "message": e.message}
+    if isinstance(e, asyncio.CancelledError):
+        return {"code": "cancelled", "message": "the node stopped during the operation"}
+    return {"code": "internal", "message": f"{type(e).__name__}: {e}"}
+
+
+def _evented(kind: str, *keep: str) -> Callable[[Op], Op]:
+    """Emit one ``kind`` event when the operation on a version ends, done or failed."""
+
+    def deco(fn: Op) -> Op:
+        @functools.wraps(fn)
+        async def op(self: ReleaseHandler, vsn: str) -> dict[str, Any]:
+            try:
+                out = await fn(self, vsn)
+            except BaseException as e:
+                self.events.emit(kind, version=vsn, ok=False, error=error_of(e))
+                raise
+            self.events.emit(kind, version=vsn, ok=True, **{k: out[k] for k in keep if k in out})
+            return out
+
+        return op
+
+    return deco
 
 
 def _refuse_on(failures: list[dict[str, Any]]) -> None:
@@ -142,6 +173,7 @@ class ReleaseHandler:
         *,
         lock: asyncio.Lock | None = None,
         on_current: Callable[[BootedRelease], None] | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.node = node
         self.root = root
@@ -149,6 +181,7 @@ class ReleaseHandler:
         self.request_restart = request_restart
         self.lock = lock if lock is not None else asyncio.Lock()
         self.on_current = on_current
+        self.events = events if events is not None else NO_EVENTS
         self.last_install: InstallRun | None = None  # the running install, or the last one
         self.unpurged: dict[str, str] = {}
         rels = store.read_releases(root)
@@ -163,6 +196,32 @@ class ReleaseHandler:
         self._purger: asyncio.Task[None] | None = None
         self.limits = DEFAULT_LIMITS
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relhandler-disk")
+
+    def _restart(self, reason: str, boots: str | None) -> None:
+        self.events.emit("node.restart", reason=reason, boots=boots)
+        self.request_restart()
+
+    def _ev(self, run: InstallRun, kind: str, **data: Any) -> None:
+        if not run.dry_run:  # a dry run changes nothing: no events
+            self.events.emit(kind, version=run.version, **data)
+
+    def _stepper(self, run: InstallRun, total: list[int]) -> Progress:
+        """The installer's progress callback: an ``install.step`` event per instruction,
+        then the clients following."""
+
+        async def progress(event: dict[str, Any]) -> None:
+            if "index" in event and "instruction" in event:
+                self._ev(
+                    run,
+                    "install.step",
+                    index=event["index"],
+                    total=total[0],
+                    instruction=event["instruction"],
+                    ms=event.get("ms", 0.0),
+                )
+            await run.emit(event)
+
+        return progress
 
     @property
     def current(self) -> str:
@@ -218,8 +277,15 @@ class ReleaseHandler:
     # -- unpack ------------------------------------------------------------------------------
     async def unpack(self, tarball: Path) -> dict[str, Any]:
         async with self.lock:
-            u = await self._on_disk(
-                lambda: unpacking.unpack(tarball, self.root, limits=self.limits)
+            try:
+                u = await self._on_disk(
+                    lambda: unpacking.unpack(tarball, self.root, limits=self.limits)
+                )
+            except BaseException as e:
+                self.events.emit("unpack", tarball=str(tarball), ok=False, error=error_of(e))
+                raise
+            self.events.emit(
+                "unpack", tarball=str(tarball), version=u.version, ok=True, already=u.already
             )
             rec = self.releases.require(u.version)
             if not u.already:
@@ -371,11 +437,13 @@ class ReleaseHandler:
 
     async def _owned(self, run: InstallRun, opts: InstallOptions) -> dict[str, Any]:
         """The install task's body: never lets a BaseException of new code reach the loop."""
+        self._ev(run, "install.start", **{"from": run.from_vsn})
         try:
             result = await self._install(run, opts)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as e:
             run.state = "rolled_back" if run.past_pnr else "refused"
             run.error = {"code": "cancelled", "message": "the node stopped during the install"}
+            self._ended(run, error_of(e))
             raise
         except BaseException as e:
             err = e if isinstance(e, RelhandlerError) else _unexpected(run.version, e)
@@ -384,6 +452,7 @@ class ReleaseHandler:
             else:
                 run.state = "failed" if err.code == "rollback_failed" else "rolled_back"
             run.error = err.to_wire()
+            self._ended(run, error_of(err))
             log.info("install of %s ended %s: %s", run.version, run.state, err.message)
             if err is e:
                 raise
@@ -391,17 +460,38 @@ class ReleaseHandler:
         else:
             run.state = "installed"
             run.result = result
+            self._ended(run, None, result)
             return result
         finally:
             run.finished_at = time.time()
             run.listeners.clear()
             self.lock.release()
 
+    def _ended(
+        self, run: InstallRun, error: dict[str, str] | None, result: dict[str, Any] | None = None
+    ) -> None:
+        """``install.rollback`` (past the point of no return) and ``install.end``."""
+        if error is not None and run.past_pnr:
+            self._ev(run, "install.rollback", ok=run.state == "rolled_back", error=error)
+        data: dict[str, Any] = {
+            "from": run.from_vsn,
+            "outcome": "restarting" if result and result.get("restart") else run.state,
+            "ms": round((time.time() - run.started_at) * 1000, 3),
+        }
+        if result is not None and result.get("mode") in ("up", "down"):
+            data["mode"] = result["mode"]
+        if error is not None:
+            data["error"] = error
+        self._ev(run, "install.end", **data)
+
     async def _install(self, run: InstallRun, opts: InstallOptions) -> dict[str, Any]:
         self.node.bind()
         vsn = run.version
         t0 = time.perf_counter()
-        inst, target, mode, other = self._installer(vsn, opts, run.emit)
+        n_terms = [0]
+        inst, target, mode, other = self._installer(vsn, opts, self._stepper(run, n_terms))
+        n_terms[0] = len(inst.terms)
+        self._ev(run, "install.phase", phase="planned", mode=mode, instructions=n_terms[0])
         # a restart loses every process's state: say whose, and why, before it happens
         lost = (
             restart_loss(self.node, self.booted.release, target.release, self.root, inst.terms)
@@ -423,7 +513,7 @@ class ReleaseHandler:
             await self._on_disk(
                 lambda: self._commit("install", vsn, None, replace(start, next_boot=vsn))
             )
-            self.request_restart()
+            self._restart("restart_new_emulator", vsn)
             return {
                 "version": vsn,
                 "from": self.current,
@@ -434,9 +524,17 @@ class ReleaseHandler:
         t_plan = time.perf_counter()
         inst.check()
         t_check = time.perf_counter()
+        self._ev(run, "install.phase", phase="checked", ms=round((t_check - t_plan) * 1000, 3))
         await asyncio.sleep(0)  # let the node serve what arrived while we planned and checked
         failures = await inst.preflight()
         t_pre = time.perf_counter()
+        self._ev(
+            run,
+            "install.phase",
+            phase="preflight",
+            ms=round((t_pre - t_check) * 1000, 3),
+            failures=len(failures),
+        )
         _refuse_on(failures)
         if opts.dry_run:
             return {
@@ -449,6 +547,7 @@ class ReleaseHandler:
             }
         await inst.run_before_pnr()
         run.past_pnr = True  # from here on a failure is rolled back
+        self._ev(run, "install.phase", phase="point_of_no_return")
         crash = os.environ.get("RELHANDLER_TEST_CRASH_AFTER")
         old_env = (
             {n: dict(la.env) for n, la in self.node.apps.loaded.items()}
@@ -461,7 +560,8 @@ class ReleaseHandler:
             if e.code == "rollback_failed":
                 # OTP's behaviour: restart; the node boots the permanent release and the
                 # new one shows as unpacked (current is never written to disk)
-                self.request_restart()
+                perm = self.releases.permanent
+                self._restart("rollback_failed", perm.version if perm else None)
             raise
         # memory follows disk: the release files first; if the disk refuses, the code goes
         # back too, so the node, its view and the next boot agree
@@ -477,6 +577,7 @@ class ReleaseHandler:
         except ReleaseError:
             await inst.rollback()
             raise
+        self._ev(run, "install.phase", phase="committed")
         self.booted = target
         if self.on_current is not None:
             self.on_current(target)
@@ -509,7 +610,7 @@ class ReleaseHandler:
             (t_end - t_pre) * 1000,
         )
         if result.restart:
-            self.request_restart()
+            self._restart("restart_emulator", vsn)
         return {
             "version": vsn,
             "from": previous,
@@ -532,6 +633,7 @@ class ReleaseHandler:
         self._purger = None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    @_evented("make_permanent")
     async def make_permanent(self, vsn: str) -> dict[str, Any]:
         async with self.lock:
             new = self.releases.make_permanent(vsn)
@@ -545,6 +647,7 @@ class ReleaseHandler:
             log.info("release %s is permanent", vsn)
             return {"version": vsn, "status": "permanent"}
 
+    @_evented("remove", "removed_lib_dirs")
     async def remove(self, vsn: str) -> dict[str, Any]:
         async with self.lock:
             pending = journal.read_journal(self.root)
@@ -567,9 +670,10 @@ class ReleaseHandler:
             log.info("removed release %s", vsn)
             return {"version": vsn, "removed_lib_dirs": removed}
 
+    @_evented("reboot_old")
     async def reboot_old(self, vsn: str) -> dict[str, Any]:
         async with self.lock:
             new = self.releases.reboot_old(vsn)
             await self._on_disk(lambda: self._commit("reboot_old", vsn, new, store.StartFile(vsn)))
-            self.request_restart()
+            self._restart("reboot_old", vsn)
             return {"version": vsn, "status": "permanent", "restarting": True}

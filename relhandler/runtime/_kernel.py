@@ -269,6 +269,9 @@ class Node:
         self.inline_calls = True
         self.inline_left = self.INLINE_BUDGET
         self.running_inline: Process | None = None  # whose callback runs on a caller's task
+        # called with (process, reason) when a process exits with a reason other than normal
+        # (the node's event log); it must not raise
+        self.exit_hook: Callable[[Process, Any], None] | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -453,6 +456,12 @@ class Node:
             tp = self.processes.get(target)
             if tp is not None:
                 tp.monitored_by.pop(ref, None)
+        hook = self.exit_hook
+        if hook is not None and not _is_normal(reason):
+            try:
+                hook(p, reason)
+            except Exception:  # pragma: no cover - the hook swallows its own errors
+                log.exception("exit hook failed")
         links = list(p.links)
         p.links.clear()
         link_reason = "killed" if reason == "kill" else reason

@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from relhandler.errors import (
     RelhandlerError,
     UsageError,
 )
+from relhandler.handler.events import EventLog
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
 
@@ -76,6 +77,7 @@ class FakeMain:
     handler: Any = None  # no release handler: code loading takes no lock
     boot_id: str = "b00t"
     boot_failure: dict[str, Any] | None = None
+    events: EventLog = field(default_factory=lambda: EventLog(None))
 
     def request_stop(self, code: int = 0) -> None:
         self.stopped = True
