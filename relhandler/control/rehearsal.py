@@ -28,6 +28,7 @@ from relhandler.errors import InputError, ReleaseError, RelhandlerError
 from relhandler.handler.unpack import deploy
 from relhandler.release.config import VerifyConfig, read_verify
 from relhandler.release.relup import read_relup
+from relhandler.release.restart import restarts
 
 __all__ = ["PHASES", "Failure", "PhaseReport", "Report", "rehearse"]
 
@@ -239,6 +240,13 @@ def _up_modules(root: Path, new: str, old: str) -> list[str]:
             f"--from {old}` and rebuild the tarball before verifying",
             code="no_relup",
         )
+    if restarts(entry.instructions):
+        raise InputError(
+            f"the relup from {old} to {new} restarts the node (changed dependencies or "
+            f"Python): no state is carried, so there is nothing to rehearse hot; verify "
+            f"rehearses hot upgrades only",
+            code="verify_restart_relup",
+        )
     mods: list[str] = []
     for i in entry.instructions:
         if isinstance(i, tuple | list) and i and i[0] == "code_change":
@@ -302,6 +310,11 @@ def _rehearse(
     c = Client(root, timeout=3600.0)
     with c:
         new = c.call("unpack", {"tarball": str(new_tarball)})["version"]
+        if new == old:
+            raise InputError(
+                f"--from and --to are both release {old}; give the running release and the "
+                f"one to ship"
+            )
         up_mods = _up_modules(root, new, old)
         cfgs = {v: read_verify(root / "releases" / v) for v in (old, new)}
         report = Report(old, new, duration)

@@ -184,3 +184,11 @@ def test_verify_fails_on_a_health_check_and_drives_a_load_function(
     assert phases["upgrade"]["health_passed"] == 1 and phases["upgrade"]["health_failed"] == 1
     assert phases["downgrade"]["health_failed"] == 0
     assert phases["upgrade-again"]["calls"] > 0 and phases["upgrade-again"]["failed"] == 0
+
+
+@pytest.mark.slow
+def test_verify_refuses_the_same_release_twice(sample_builds: Path) -> None:
+    tar = str(sample_builds / "sample-1.0.0.tar.gz")
+    r = cli("verify", "--from", tar, "--to", tar, "--duration", "0")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--from and --to are both release 1.0.0" in r.stderr
