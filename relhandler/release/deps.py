@@ -240,6 +240,12 @@ def install_deps(wheels: Sequence[Path], target: Path) -> Installed:
         shutil.rmtree(junk, ignore_errors=True)
     for p in list(target.rglob("direct_url.json")):
         p.unlink()  # holds the absolute path it was installed from
+        record = p.parent / "RECORD"  # and so does its line there (its hash): drop it too
+        if record.is_file():
+            lines = record.read_text().splitlines(keepends=True)
+            record.write_text(
+                "".join(x for x in lines if not x.startswith(f"{p.parent.name}/direct_url.json,"))
+            )
     return Installed(target, _dists(target))
 
 

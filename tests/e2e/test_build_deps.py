@@ -138,6 +138,17 @@ def test_an_offline_build_from_the_wheel_cache_is_byte_identical(
     assert third.tarball.read_bytes() == data
 
 
+def test_two_checkouts_bundle_the_same_deps(tmp_path: Path, scaffold: Path, offline: None) -> None:
+    """v1 and v2 built from two directories, each with its own wheel cache, bundle one
+    deps directory: a different one makes every upgrade between them a restart (pip's
+    RECORD kept the hash of the removed direct_url.json, which names the wheel's path)."""
+    dist = tmp_path / "dist"
+    make_wheel(dist, "rh_testdep", "1.0", {"rh_testdep/__init__.py": "VERSION = '1.0'\n"})
+    a = build(_project(tmp_path / "a", scaffold), tmp_path / "out-a", find_links=[dist])
+    b = build(_project(tmp_path / "b", scaffold), tmp_path / "out-b", find_links=[dist])
+    assert a.deps is not None and a.deps == b.deps
+
+
 def test_an_unreachable_index_says_how_to_build_offline(
     tmp_path: Path, scaffold: Path, offline: None
 ) -> None:
