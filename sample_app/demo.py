@@ -1,8 +1,9 @@
 """`make demo`: the sample app upgraded live, v1 → v2 → v1 → v2, made permanent, and a crash.
 
 Everything goes through the real CLI (`relhandler build/relup/deploy/start/unpack/install/
-make-permanent/releases`) and the real control socket; a TCP client and a thread of calls run
-through every upgrade. Exits 0 only if every check held.
+make-permanent/releases`) and the real control socket; a TCP client, a websocket chat client
+and a thread of calls run through every upgrade on the connections they opened on v1.
+Exits 0 only if every check held.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as ws
 
 from relhandler.control.client import Client
 from relhandler.errors import RelhandlerError
@@ -39,6 +42,7 @@ class Demo:
         self.root = work / "root"
         self.failures: list[str] = []
         self.checks = 0
+        self.room_pid = ""
 
     # -- helpers -----------------------------------------------------------------------
     def cli(self, *args: str, root: bool = True) -> Any:
@@ -133,6 +137,10 @@ class Demo:
         chat = self.tcp()
         first = self.say(chat, "hi")
         self.check("TCP chat answers in the v1 format", first == "echo: hi", first)
+        room = Websocket(self.rpc("relhandler.web:port", "sample", "room"), "/?nick=alice")
+        self.room_pid = self.rpc("sample.room:pid")
+        console.print(f"  websocket chat room {self.room_pid} joined as alice")
+        self.room_says(room, "hello", "", "the websocket chat room answers in the v1 format")
 
         load = Load(self.root)
         load.start()
@@ -142,7 +150,7 @@ class Demo:
             res = self.cli("install", "2.0.0")
             console.print(f"  installed in {res['ms']:.1f} ms ({len(res['steps'])} steps)")
             self.releases()
-            self.after_v2(greeter, counter, chat)
+            self.after_v2(greeter, counter, chat, room)
 
             self.step("downgrade to 1.0.0")
             res = self.cli("install", "1.0.0")
@@ -162,13 +170,15 @@ class Demo:
             )
             line = self.say(chat, "back")
             self.check("same TCP connection answers in the v1 format", line == "echo: back", line)
+            self.room_says(room, "back", "", "the same websocket answers in the v1 format again")
+            self.room_history(room)
             self.supervisor_step(v2=False)
 
             self.step("upgrade to 2.0.0 again and make it permanent")
             self.cli("install", "2.0.0")
             # the greeter waits in its old loop until its next message; greeting it moves it
             # to the new code, so make-permanent's brutal post-purge finds nobody to kill
-            self.after_v2(greeter, counter, chat)
+            self.after_v2(greeter, counter, chat, room)
             self.cli("make-permanent", "2.0.0")
             self.releases()
             self.check(
@@ -184,6 +194,12 @@ class Demo:
             f"{load.ok} calls ok, {load.failed} failed",
         )
         chat.close()
+        code = room.close()
+        self.check(
+            "one websocket connection throughout, still open at the end",
+            code == 1000,
+            f"local port {room.local_port}, the server answered our close with {code}",
+        )
 
         self.step("kill -9 the node and start it again")
         pid = self.cli("status")["pid"]
@@ -220,17 +236,36 @@ class Demo:
             up = self.rpc("sample.stats:uptime")
             self.check(
                 "the top supervisor started its new stats child live",
-                kids["specs"] == kids["active"] == 5 and isinstance(up, float),
+                kids["specs"] == kids["active"] == 7 and isinstance(up, float),
                 f"{kids['active']} of {kids['specs']} children running, stats up {up}s",
             )
         else:
             self.check(
                 "the downgrade terminated and deleted the stats child",
-                kids["specs"] == kids["active"] == 4,
+                kids["specs"] == kids["active"] == 6,
                 f"{kids['active']} of {kids['specs']} children running",
             )
 
-    def after_v2(self, greeter: str, counter: str, chat: socket.socket) -> None:
+    def room_says(self, room: Websocket, text: str, tag: str, what: str) -> None:
+        """Post a line to the websocket chat room; the answer is the line's number in the
+        room (history kept by sample.room), the version's tag and this connection's count
+        (per-connection state, migrated by sample.wschat's code_change)."""
+        room.sent += 1
+        answer = room.say(text)
+        want = f"{tag}#{room.sent} alice: {text} (you sent {room.sent})"
+        self.check(what, answer == want, answer)
+
+    def room_history(self, room: Websocket) -> None:
+        lines = room.say("/history").split(" | ")
+        self.check(
+            "the room's history survived (a GenServer, same pid)",
+            len(lines) == room.sent
+            and lines[0] == "#1 alice: hello"
+            and self.rpc("sample.room:pid") == self.room_pid,
+            f"{len(lines)} lines, room {self.room_pid}",
+        )
+
+    def after_v2(self, greeter: str, counter: str, chat: socket.socket, room: Websocket) -> None:
         self.supervisor_step(v2=True)
         g = self.rpc("sample.greeter:greet", "Alice")
         self.check("greeter says Howdy", g == "Howdy, Alice! Welcome...", g)
@@ -248,6 +283,61 @@ class Demo:
             line == "[v2] still there?",
             line,
         )
+        self.room_says(
+            room,
+            "still there?",
+            "[v2] ",
+            "the websocket opened on v1 is answered by v2, its state migrated",
+        )
+        self.room_history(room)
+
+
+class Websocket:
+    """A websocket client on a plain blocking socket; wsproto does all the framing."""
+
+    def __init__(self, port: int, target: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.local_port = self.sock.getsockname()[1]
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: list[ws.Event] = []
+        self.sent = 0  # lines this client posted (the demo's expectation of the server's count)
+        self.sock.sendall(self.ws.send(ws.Request(host="127.0.0.1", target=target)))
+        if not isinstance(self.next(), ws.AcceptConnection):
+            raise RuntimeError("the websocket handshake was refused")
+
+    def next(self) -> ws.Event | None:
+        """The next event from the server (None: the socket closed)."""
+        while not self.events:
+            data = self.sock.recv(65536)
+            self.ws.receive_data(data or None)
+            self.events.extend(self.ws.events())
+            if not data and not self.events:
+                return None
+        return self.events.pop(0)
+
+    def say(self, text: str) -> str:
+        """Send a text message and return the text answer (or ``<closed CODE>``)."""
+        self.sock.sendall(self.ws.send(ws.Message(data=text)))
+        parts = []
+        while True:
+            ev = self.next()
+            if isinstance(ev, ws.TextMessage):
+                parts.append(ev.data)
+                if ev.message_finished:
+                    return "".join(parts)
+            elif isinstance(ev, ws.Ping):
+                self.sock.sendall(self.ws.send(ev.response()))
+            elif ev is None or isinstance(ev, ws.CloseConnection):
+                return f"<closed {getattr(ev, 'code', 1006)}>"
+
+    def close(self) -> int:
+        """Close cleanly; returns the server's close code."""
+        self.sock.sendall(self.ws.send(ws.CloseConnection(code=1000)))
+        while True:
+            ev = self.next()
+            if ev is None or isinstance(ev, ws.CloseConnection):
+                self.sock.close()
+                return ev.code if ev is not None else 1006
 
 
 class Load(threading.Thread):

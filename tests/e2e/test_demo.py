@@ -27,5 +27,18 @@ def test_demo_script_passes_every_check() -> None:
         "✓ the node comes back on the permanent release 2.0.0",
     ):
         assert line in out, f"missing {line!r} in:\n{out}"
+    # the websocket chat room: one connection opened on v1, answered v1 → v2 → v1 → v2 with
+    # its per-connection count migrated each way, the room's history kept by its GenServer
+    flat = " ".join(out.split())  # rich wraps the long check lines
+    for line in (
+        "✓ the websocket chat room answers in the v1 format (#1 alice: hello (you sent 1))",
+        "✓ the websocket opened on v1 is answered by v2, its state migrated "
+        "([v2] #2 alice: still there? (you sent 2))",
+        "✓ the same websocket answers in the v1 format again (#3 alice: back (you sent 3))",
+        "([v2] #4 alice: still there? (you sent 4))",
+        "✓ the room's history survived (a GenServer, same pid) (4 lines",
+        "✓ one websocket connection throughout, still open at the end",
+    ):
+        assert line in flat, f"missing {line!r} in:\n{out}"
     assert "checks held" in out
     assert "✗" not in out

@@ -1,4 +1,7 @@
-"""Top supervisor: greeter, counter, the chat connection supervisor, the chat listener."""
+"""Top supervisor: greeter, counter, the chat connection supervisor, the chat listener,
+the websocket chat room and its web listener."""
+
+from relhandler import web
 
 
 def init(args):
@@ -25,5 +28,11 @@ def init(args):
             "start": ("sample.listener", "start_link", []),
             "modules": ["sample.listener"],
         },
+        {
+            "id": "room",
+            "start": ("sample.room", "start_link", []),
+            "modules": ["sample.room"],
+        },
+        web.child_spec("sample"),  # the listeners of the app env: the websocket room
     ]
     return ("ok", (flags, children))

@@ -1,5 +1,7 @@
 """Top supervisor: greeter, counter, the chat connection supervisor, the chat listener,
-and (new in 2.0.0) the stats server."""
+the websocket chat room and its web listener, and (new in 2.0.0) the stats server."""
+
+from relhandler import web
 
 
 def init(args):
@@ -26,6 +28,12 @@ def init(args):
             "start": ("sample.listener", "start_link", []),
             "modules": ["sample.listener"],
         },
+        {
+            "id": "room",
+            "start": ("sample.room", "start_link", []),
+            "modules": ["sample.room"],
+        },
+        web.child_spec("sample"),  # the listeners of the app env: the websocket room
         {
             "id": "stats",
             "start": ("sample.stats", "start_link", []),
