@@ -87,9 +87,24 @@ _PID_TEXT = re.compile(r"^<\d+\.\d+\.\d+>$")
 _HERE = os.path.normcase(os.path.abspath(__file__))
 
 # the (stdout, stderr) buffers of the input running in this context, if any
-_capture: ContextVar[tuple[io.StringIO, io.StringIO] | None] = ContextVar(
-    "relhandler_console_capture", default=None
-)
+@dataclass(eq=False)
+class _Sink:
+    """Where one input's output goes while it runs (``open`` False once it has ended: a
+    process or task it started, which inherited the context, then prints to the node's own
+    output instead of a buffer nobody reads)."""
+
+    out: io.StringIO = field(default_factory=io.StringIO)
+    err: io.StringIO = field(default_factory=io.StringIO)
+    open: bool = True
+
+
+# the sink of the input running in this context (inherited by what it spawns), if any
+_capture: ContextVar[_Sink | None] = ContextVar("relhandler_console_capture", default=None)
+
+
+def _sink() -> _Sink | None:
+    s = _capture.get()
+    return s if s is not None and s.open else None
 
 
 class _Redirect:
@@ -101,17 +116,17 @@ class _Redirect:
         self._index = index
 
     def write(self, s: str) -> int:
-        bufs = _capture.get()
-        if bufs is None:
+        sink = _sink()
+        if sink is None:
             return int(self._real.write(s))
-        return bufs[self._index].write(s)
+        return (sink.err if self._index else sink.out).write(s)
 
     def flush(self) -> None:
-        if _capture.get() is None:
+        if _sink() is None:
             self._real.flush()
 
     def isatty(self) -> bool:
-        return False if _capture.get() is not None else bool(self._real.isatty())
+        return False if _sink() is not None else bool(self._real.isatty())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -220,8 +235,7 @@ def _helpers(node: Node, reload: Callable[..., Any] | None) -> dict[str, Any]:
 class _Job:
     source: str
     fut: asyncio.Future[dict[str, Any]]
-    out: io.StringIO = field(default_factory=io.StringIO)
-    err: io.StringIO = field(default_factory=io.StringIO)
+    sink: _Sink = field(default_factory=_Sink)
 
 
 @dataclass(eq=False)
@@ -359,8 +373,8 @@ class Consoles:
             job.fut.set_result(
                 {
                     "value": None,
-                    "stdout": _clip(job.out.getvalue()),
-                    "stderr": _clip(job.err.getvalue()),
+                    "stdout": _clip(job.sink.out.getvalue()),
+                    "stderr": _clip(job.sink.err.getvalue()),
                     "error": f"{note}\n",
                     "error_type": "ShellExit",
                     "shell": str(pid),
@@ -387,7 +401,7 @@ class Consoles:
         # tracebacks quote the console's lines as they quote a file's
         linecache.cache[filename] = (len(job.source), None, job.source.splitlines(True), filename)
         _install_redirect()  # again: something may have replaced sys.stdout since open
-        token = _capture.set((job.out, job.err))
+        token = _capture.set(job.sink)
         value_repr: str | None = None
         error: str | None = None
         error_type: str | None = None
@@ -408,11 +422,12 @@ class Consoles:
             error = _strip_own_frames(e)
             error_type = type(e).__name__
         finally:
+            job.sink.open = False
             _capture.reset(token)
         return {
             "value": None if value_repr is None else _clip(value_repr),
-            "stdout": _clip(job.out.getvalue()),
-            "stderr": _clip(job.err.getvalue()),
+            "stdout": _clip(job.sink.out.getvalue()),
+            "stderr": _clip(job.sink.err.getvalue()),
             "error": None if error is None else _clip(error),
             "error_type": error_type,
             "shell": str(s.shell),
@@ -456,8 +471,8 @@ class Consoles:
             job.fut.set_result(
                 {
                     "value": None,
-                    "stdout": _clip(job.out.getvalue()),
-                    "stderr": _clip(job.err.getvalue()),
+                    "stdout": _clip(job.sink.out.getvalue()),
+                    "stderr": _clip(job.sink.err.getvalue()),
                     "error": f"KeyboardInterrupt (the shell process {pid} was killed; "
                     "the next input gets a new one, with the same names)\n",
                     "error_type": "KeyboardInterrupt",

@@ -111,6 +111,13 @@ async def test_output_is_captured_per_input_only(
     )
     assert (r["stdout"], r["stderr"], r["value"]) == ("out\n", "err\n", "7")
     assert "from another process" in capsys.readouterr().out
+    # a process an input spawned prints to the node's output once the input is over
+    r = await env.ev(
+        "async def late():\n    await receive()\n    print('late print')\nlater = spawn(late)"
+    )
+    assert r["error"] is None
+    r = await env.ev("send(later, 'go')\nawait asyncio.sleep(0.01)")
+    assert r["stdout"] == "" and "late print" in capsys.readouterr().out
 
 
 async def test_killing_the_shell_gives_a_new_one_with_the_same_names(env: Env) -> None:
