@@ -86,7 +86,7 @@ SCOPE = (
 _PID_TEXT = re.compile(r"^<\d+\.\d+\.\d+>$")
 _HERE = os.path.normcase(os.path.abspath(__file__))
 
-# the (stdout, stderr) buffers of the input running in this context, if any
+
 @dataclass(eq=False)
 class _Sink:
     """Where one input's output goes while it runs (``open`` False once it has ended: a
