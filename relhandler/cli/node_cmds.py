@@ -197,6 +197,21 @@ def which(
     emit(res, json_out=json_out, human=human)
 
 
+_MAX_DEPTH = 200
+
+
+def _depth(value: object) -> int:
+    """How deeply JSON arrays/objects nest in ``value`` (iterative: no recursion limit)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, list | dict):
+            deepest = max(deepest, d + 1)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 @app.command()
 @command
 def rpc(
@@ -216,6 +231,11 @@ def rpc(
         args = json.loads(args_json)
     except json.JSONDecodeError as e:
         raise UsageError(f"ARGS_JSON is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise UsageError(f"ARGS_JSON is nested deeper than {_MAX_DEPTH} levels") from e
+    if _depth(args) > _MAX_DEPTH:
+        # the node decodes frames with the same recursive parser: refuse here, in one line
+        raise UsageError(f"ARGS_JSON is nested deeper than {_MAX_DEPTH} levels")
     if not isinstance(args, list):
         raise UsageError("ARGS_JSON must be a JSON array, e.g. '[1, \"a\"]'")
     res = node_call(

@@ -215,8 +215,12 @@ class NodeMain:
     async def run(self) -> int:
         """Boot, serve until stopped, shut down in order; the exit code."""
         check_socket_path(self.root)
+        store.read_releases(self.root)  # a corrupt RELEASES.toml: refused before any app boots
         max_bytes, files = log_options()
-        cookie = ensure_cookie(self.root)
+        try:
+            cookie = ensure_cookie(self.root)
+        except OSError as e:
+            raise _start_failed(e) from e
         self.events = EventLog(
             self.root / "log",
             max_bytes=max_bytes,
@@ -224,7 +228,10 @@ class NodeMain:
             release=lambda: self.release_version,
             boot=self.boot_id,
         )
-        lock_fd = lock_root(self.root)
+        try:
+            lock_fd = lock_root(self.root)
+        except OSError as e:
+            raise _start_failed(e) from e
         try:
             return await self._run_locked(cookie)
         finally:
@@ -333,6 +340,15 @@ def _setup_logging() -> None:
     )
 
 
+def _start_failed(e: OSError) -> ReleaseError:
+    return ReleaseError(
+        f"start failed: {store.describe_os_error(e)}; the node writes run/ and log/ in its "
+        f"release root, so the root must be writable",
+        code="io_error",
+        details={"path": e.filename, "errno": e.errno},
+    )
+
+
 def run_node(root: Path, *, release: str | None = None) -> int:
     """Run a node in the foreground until stopped; returns the process exit code."""
     _setup_logging()
@@ -356,11 +372,15 @@ def start_daemon(root: Path, *, release: str | None = None, wait: float = 30.0) 
     """Start a detached node logging to ``log/node.log``; wait until it answers; its pid."""
     root = root.resolve()
     check_socket_path(root)
+    store.read_releases(root)
     check_not_running(root)
     log_dir = root / "log"
-    log_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(log_dir, 0o700)  # node logs quote state and paths: the node's owner only
-    fd = os.open(log_dir / "node.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        log_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(log_dir, 0o700)  # node logs quote state and paths: the node's owner only
+        fd = os.open(log_dir / "node.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise _start_failed(e) from e
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(

@@ -138,6 +138,12 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
     async def purge(args: dict[str, Any], progress: Progress) -> Any:
         name = _module_arg(args)
         async with code_lock():
+            if not node.code.is_loaded(name) and not node.code.has_old(name):
+                # OTP's purge answers false; an operator's typo should not look like success
+                raise NoSuchModuleError(
+                    f"module {name!r} is not loaded; nothing to purge (check the name with "
+                    f"`relhandler which {name}`)"
+                )
             if args.get("soft"):
                 return {"module": name, "purged": node.code.soft_purge(name)}
             return {"module": name, "killed": node.code.purge(name)}

@@ -53,6 +53,8 @@ def decode(body: bytes) -> dict[str, Any]:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"malformed frame: not UTF-8 JSON ({e})") from e
+    except RecursionError as e:
+        raise ProtocolError("malformed frame: JSON nested too deeply") from e
     if not isinstance(obj, dict):
         raise ProtocolError("malformed frame: the JSON value must be an object")
     return obj

@@ -32,7 +32,7 @@ def _timeout(args: dict[str, Any], key: str) -> float | None:
         return None
     if v == "infinity":
         return math.inf
-    if not isinstance(v, int | float) or v <= 0:
+    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v) or v <= 0:
         raise UsageError(f"{key} must be a number of seconds > 0 or 'infinity', got {v!r}")
     return float(v)
 

@@ -136,7 +136,14 @@ def ensure_cookie(root: Path) -> bytes:
         finally:
             os.unlink(tmp)
     _check_private(cookie, "cookie file")
-    return cookie.read_text().strip().encode()
+    value = cookie.read_text().strip().encode()
+    if len(value) < 16:  # an empty cookie would let anyone who can reach the socket in
+        raise ConfigError(
+            f"cookie file {cookie} holds {len(value)} characters, not a secret (16 or more); "
+            f"delete it and start again to get a new one",
+            code="weak_cookie",
+        )
+    return value
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:

@@ -26,6 +26,7 @@ from typing import Any, Literal, cast
 import tomli_w
 
 from relhandler.errors import ConfigError, ReleaseError
+from relhandler.release.model import check_name
 
 __all__ = [
     "STATUSES",
@@ -307,7 +308,15 @@ def read_releases(root: Path) -> Releases:
     path = releases_path(root)
     if not path.exists():
         return Releases()
-    return _parse_releases(_load(path), path)
+    rels = _parse_releases(_load(path), path)
+    if not rels.releases:
+        # relhandler never writes an empty list: a truncated file must not make the node
+        # forget every release but the one it boots
+        raise ConfigError(
+            f"{path}: lists no release (truncated?); restore it from a backup, or delete it "
+            f"to boot the release start.toml names as the only one"
+        )
+    return rels
 
 
 def parse_releases(text: str, path: Path) -> Releases:
@@ -341,8 +350,15 @@ def _parse_releases(data: dict[str, Any], path: Path) -> Releases:
             aw = f"{where}.apps[{j}]"
             if not isinstance(a, dict):
                 raise ConfigError(f"{aw} must be a table with name, version, dir")
-            apps.append(AppRecord(_str(aw, a, "name"), _str(aw, a, "version"), _str(aw, a, "dir")))
+            d = _str(aw, a, "dir")
+            # remove deletes these dirs: each one is a name directly under lib/, never a path
+            if not d.startswith("lib/"):
+                raise ConfigError(f"{aw}: dir {d!r} is not under lib/; restore the file")
+            check_name(aw, "dir", d[4:], "lib directory name")
+            apps.append(AppRecord(_str(aw, a, "name"), _str(aw, a, "version"), d))
         deps = r.get("deps")
+        if deps is not None:
+            check_name(where, "deps", deps, "deps directory name")
         out.append(
             ReleaseRecord(
                 name=_str(where, r, "name"),

@@ -11,11 +11,15 @@ operation, so the same unpack can simply be run again.
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from relhandler.errors import ReleaseError
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from relhandler.errors import ReleaseError, TarballError, UsageError
 from relhandler.handler import journal, store
 from relhandler.release.model import ReleaseSpec
 from relhandler.release.tarball import (
@@ -47,6 +51,39 @@ def record_of(rel: ReleaseSpec, status: store.Status) -> store.ReleaseRecord:
         tuple(store.AppRecord(a.name, a.version, f"lib/{a.dir_name}") for a in rel.apps),
         rel.deps,
     )
+
+
+def _check_fits(v: VerifiedTarball, rels: store.Releases) -> None:
+    """Refuse a release this Python cannot run, or whose version equals (PEP 440) a listed
+    one under another spelling (``2.0`` beside ``2.0.0``: which one would ``install 2.0``
+    mean?)."""
+    where = f"{v.path}: releases/{v.version}/release.toml"
+    try:
+        spec = SpecifierSet(v.release.python)
+    except InvalidSpecifier as e:
+        raise TarballError(
+            f"{where}: python {v.release.python!r} is not a version specifier; rebuild with "
+            f'e.g. requires-python = ">=3.11"'
+        ) from e
+    here = platform.python_version()
+    if not spec.contains(here, prereleases=True):
+        raise TarballError(
+            f"{where}: the release needs Python {v.release.python}, this host runs {here}; "
+            f"build it for this Python or run the node on one that matches",
+            code="python_mismatch",
+        )
+    mine = Version(v.version)
+    for r in rels.releases:
+        try:
+            same = r.version != v.version and Version(r.version) == mine
+        except InvalidVersion:
+            continue
+        if same:
+            raise TarballError(
+                f"{where}: version {v.version} equals the listed release {r.version} "
+                f"(PEP 440); give the new build a new version",
+                code="equal_version",
+            )
 
 
 def same_as_installed(v: VerifiedTarball, root: Path) -> bool:
@@ -118,6 +155,8 @@ def add_release(
 
 def deploy(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unpacked:
     """First install on a host: the release becomes permanent and boots at ``start``."""
+    if os.path.lexists(root) and not root.is_dir():
+        raise UsageError(f"--root {root} is not a directory; name a new or existing directory")
     v = verify_tarball(tarball, limits=limits)
     if not store.read_releases(root).releases and root.is_dir():
         try:  # a deploy interrupted before: undo or finish it
@@ -125,6 +164,7 @@ def deploy(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unp
         except OSError as e:
             raise journal.io_error(f"deploy {v.version}", e, "pending") from e
     rels = store.read_releases(root)
+    _check_fits(v, rels)
     if rels.releases:
         if [r.version for r in rels.releases] == [v.version] and same_as_installed(v, root):
             return Unpacked(v.version, v.release.name, (), already=True)
@@ -148,6 +188,7 @@ def unpack(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unp
         raise journal.io_error(f"unpack {tarball.name}", e, "pending") from e
     v = verify_tarball(tarball, limits=limits)
     rels = store.read_releases(root)
+    _check_fits(v, rels)
     if rels.get(v.version) is not None:
         if same_as_installed(v, root):
             return Unpacked(v.version, v.release.name, (), already=True)

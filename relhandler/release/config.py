@@ -16,9 +16,9 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from relhandler.errors import ConfigError
+from relhandler.release.model import check_name, check_version
 
 __all__ = [
     "AppConfig",
@@ -167,11 +167,17 @@ class _Problems:
 
 
 def _valid_version(v: Any) -> bool:
-    if not isinstance(v, str):
-        return False
     try:
-        Version(v)
-    except InvalidVersion:
+        check_version("", "version", v)
+    except ConfigError:
+        return False
+    return True
+
+
+def _valid_name(v: Any) -> bool:
+    try:
+        check_name("", "name", v)
+    except ConfigError:
         return False
     return True
 
@@ -200,7 +206,13 @@ def read_config(project_dir: Path) -> BuildConfig:
         raise ConfigError(f"{path}: {e} — fix the TOML syntax") from e
     pb = _Problems(path, text)
     project = data.get("project", {})
-    tool = data.get("tool", {}).get("relhandler")
+    if not isinstance(project, dict):
+        pb.add("project", None, "must be a table ([project] with name, version)")
+        project = {}
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(f"{path.name}: tool must be a table; write [tool.relhandler.release]")
+    tool = tool.get("relhandler")
     if not isinstance(tool, dict):
         raise ConfigError(
             f"{path.name}: no [tool.relhandler] table; add [tool.relhandler.release] "
@@ -217,18 +229,19 @@ def read_config(project_dir: Path) -> BuildConfig:
             "tool.relhandler.release", k, f"unknown key; allowed: {', '.join(sorted(RELEASE_KEYS))}"
         )
     name = rel.get("name", project.get("name"))
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or ""):
+    if not _valid_name(name):
         pb.add(
             "tool.relhandler.release",
             "name",
-            f"{name!r} is not a valid release name (letters, digits, . _ -)",
+            f"{name!r} is not a valid release name (1 to 64 letters, digits, . _ -)",
         )
     version = rel.get("version", project.get("version"))
     if not _valid_version(version):
         pb.add(
             "tool.relhandler.release",
             "version",
-            f'{version!r} is not a valid PEP 440 version; use e.g. "1.0.0"',
+            f"{str(version)[:80]!r} is not a valid PEP 440 version of at most 64 characters; "
+            f'use e.g. "1.0.0"',
         )
     python = rel.get("python", project.get("requires-python", ">=3.11"))
     try:
@@ -251,16 +264,31 @@ def read_config(project_dir: Path) -> BuildConfig:
             'must be a non-empty array of application names, e.g. ["my_app"]',
         )
         app_names = []
+    for an in app_names:
+        if not _valid_name(an):
+            pb.add(
+                "tool.relhandler.release",
+                "applications",
+                f"{an!r} is not a valid application name (1 to 64 letters, digits, . _ -)",
+            )
+    app_names = [an for an in app_names if _valid_name(an)]
     # [project].dependencies are bundled unless the project opts out (include_deps = false)
     include_deps = rel.get("include_deps", True)
     if not isinstance(include_deps, bool):
         pb.add("tool.relhandler.release", "include_deps", "must be true or false")
         include_deps = True
     deps = project.get("dependencies", [])
-    for d in deps if isinstance(deps, list) else []:
+    if not isinstance(deps, list):
+        pb.add(
+            "project",
+            "dependencies",
+            f'must be an array of requirement strings, e.g. ["requests>=2"], got {deps!r}',
+        )
+        deps = []
+    for d in deps:
         try:
             Requirement(d)
-        except InvalidRequirement:
+        except (InvalidRequirement, TypeError):
             pb.add("project", "dependencies", f"{d!r} is not a valid requirement")
     optional_imports = _names(pb, rel, "optional_imports", "top-level module names")
     find_links = tuple(
@@ -311,7 +339,7 @@ def read_config(project_dir: Path) -> BuildConfig:
             continue
         av = a.get("version", version)
         if not _valid_version(av):
-            pb.add(sec, "version", f"{av!r} is not a valid PEP 440 version")
+            pb.add(sec, "version", f"{str(av)[:80]!r} is not a valid PEP 440 version")
         env = a.get("env", {})
         if not isinstance(env, dict):
             pb.add(sec, "env", "must be a table")

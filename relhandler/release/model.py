@@ -24,10 +24,16 @@ the release handler. Readers reject unknown keys and report ``file: key: what â€
     dists = [{ name = "cachetools", version = "5.5.2", hot = true, compiled = false }]
 
 ``sys.toml`` (in ``releases/<vsn>/``): one table per application of env overrides.
+
+Names and versions become directory names in a release root, so every reader checks them
+(``check_name``, ``check_version``): a release, application or deps name is 1 to 64 of
+letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit; a version is a PEP
+440 version of at most 64 characters of letters, digits and ``. _ + ! -``.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +53,8 @@ __all__ = [
     "ReleaseSpec",
     "StartType",
     "app_dir_name",
+    "check_name",
+    "check_version",
     "dump_app",
     "dump_release",
     "dump_sys",
@@ -175,7 +183,22 @@ def _str_list(where: str, key: str, v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
-def _version(where: str, key: str, v: Any) -> str:
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_VERSION_CHARS = re.compile(r"[A-Za-z0-9._+!-]{1,64}")
+
+
+def check_name(where: str, key: str, v: Any, what: str = "name") -> str:
+    """``v`` if it is a valid release/application/deps name, else a ``ConfigError``."""
+    if not isinstance(v, str) or not _NAME.fullmatch(v):
+        raise ConfigError(
+            f"{where}: key {key!r}: {v!r} is not a valid {what} (1 to 64 letters, digits, "
+            f"'.', '_' or '-', starting with a letter or digit)"
+        )
+    return v
+
+
+def check_version(where: str, key: str, v: Any) -> str:
+    """``v`` if it is a PEP 440 version that can name a directory, else a ``ConfigError``."""
     s = _str(where, key, v)
     try:
         Version(s)
@@ -183,7 +206,15 @@ def _version(where: str, key: str, v: Any) -> str:
         raise ConfigError(
             f"{where}: key {key!r}: {s!r} is not a valid PEP 440 version (e.g. '1.0.0')"
         ) from e
+    if not _VERSION_CHARS.fullmatch(s):
+        raise ConfigError(
+            f"{where}: key {key!r}: {s[:80]!r} is not a usable version (at most 64 letters, "
+            f"digits, '.', '_', '+', '!' or '-'; e.g. '1.0.0')"
+        )
     return s
+
+
+_version = check_version
 
 
 def parse_app(data: Mapping[str, Any], where: str = "app.toml") -> AppSpec:
@@ -196,7 +227,7 @@ def parse_app(data: Mapping[str, Any], where: str = "app.toml") -> AppSpec:
         raise ConfigError(f"{where}: key 'env' must be a table, got {env!r}")
     start = data.get("start")
     return AppSpec(
-        name=_str(where, "name", data["name"]),
+        name=check_name(where, "name", data["name"], "application name"),
         version=_version(where, "version", data["version"]),
         modules=_str_list(where, "modules", data["modules"]),
         applications=_str_list(where, "applications", data.get("applications", [])),
@@ -240,18 +271,19 @@ def parse_release(data: Mapping[str, Any], where: str = "release.toml") -> Relea
         t = a.get("type", "permanent")
         if t not in START_TYPES:
             raise ConfigError(f"{w}: type {t!r} is not one of {', '.join(START_TYPES)}")
-        name = _str(w, "name", a["name"])
+        name = check_name(w, "name", a["name"], "application name")
         if name in seen:
             raise ConfigError(f"{w}: application {name!r} is listed twice")
         seen.add(name)
         apps.append(ReleaseApp(name, _version(w, "version", a["version"]), cast(StartType, t)))
     deps = data.get("deps")
     return ReleaseSpec(
-        name=_str(where, "name", data["name"]),
+        name=check_name(where, "name", data["name"], "release name"),
         version=_version(where, "version", data["version"]),
         python=_str(where, "python", data["python"]),
         apps=tuple(apps),
-        deps=None if deps is None else _str(where, "deps", deps),
+        # a directory directly under lib/, never a path: remove deletes it
+        deps=None if deps is None else check_name(where, "deps", deps, "deps directory name"),
         dists=_dists(where, data["dists"]) if "dists" in data else None,
     )
 

@@ -306,6 +306,11 @@ def verify_tarball(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> VerifiedTa
     for a in release.apps:
         if not any(f.startswith(f"lib/{a.dir_name}/") for f in digests):
             raise TarballError(f"{path}: application dir lib/{a.dir_name}/ is missing")
+    if release.deps is not None and not any(f.startswith(f"lib/{release.deps}/") for f in digests):
+        raise TarballError(
+            f"{path}: {rel_toml} names deps {release.deps!r}, but the tarball has no "
+            f"lib/{release.deps}/; rebuild it"
+        )
     return VerifiedTarball(path, vsn, release, digests, meta[sums_name], frozenset(dirs))
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import struct
 import tarfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -57,6 +61,8 @@ def hostile_tarball(good: Path, out: Path, kind: str) -> Path:
         members.append((ti, None))
     elif kind == "unlisted":
         members.append(_file(f"{lib}/extra.py", b"print('sneaky')\n"))
+    elif kind == "file_and_dir":
+        members.append(_file(f"{lib}/{lib.split('/')[1].rsplit('-', 1)[0]}", b"x"))
     elif kind == "mismatch":
         i = next(
             i
@@ -72,3 +78,85 @@ def hostile_tarball(good: Path, out: Path, kind: str) -> Path:
         raise ValueError(kind)
     # SHA256SUMS stays as it was: that is the point
     return _write(out, members)
+
+
+def crafted_tarball(
+    good: Path,
+    out: Path,
+    *,
+    version: str | None = None,
+    edit: Callable[[str], str] = lambda text: text,
+) -> Path:
+    """A copy of ``good`` with its release renamed to ``version`` and its release.toml run
+    through ``edit``, SHA256SUMS recomputed: checksums are self-declared, so anyone can make
+    a tarball that verifies (what ``unpack`` must still refuse is in the names)."""
+    members = _members(good)
+    old = next(m.name.split("/")[1] for m, _ in members if m.name.startswith("releases/"))
+    new = version or old
+    files: dict[str, bytes] = {}
+    renamed: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    for m, data in members:
+        parts = m.name.split("/")
+        if parts[0] == "releases" and len(parts) > 1 and parts[1] == old:
+            parts[1] = new
+            m.name = "/".join(parts)
+        if data is not None and m.name == f"releases/{new}/release.toml":
+            text = data.decode().replace(f'version = "{old}"', f'version = "{new}"', 1)
+            data = edit(text).encode()
+            m.size = len(data)
+        if data is not None:
+            files[m.name] = data
+        renamed.append((m, data))
+    sums_name = f"releases/{new}/SHA256SUMS"
+    sums = "".join(
+        f"{hashlib.sha256(d).hexdigest()}  {n}\n"
+        for n, d in sorted(files.items())
+        if n != sums_name
+    ).encode()
+    for i, (m, _) in enumerate(renamed):
+        if m.name == sums_name:
+            m.size = len(sums)
+            renamed[i] = (m, sums)
+    return _write(out, renamed)
+
+
+def gzip_bomb(out: Path, *, member_bytes: int, sizes: tuple[int, ...]) -> Path:
+    """A small ``.tar.gz`` that unpacks to files of zeros, the i-th of
+    ``member_bytes * sizes[i]`` bytes.
+
+    Written in milliseconds: one deflated MiB of zeros, ended by a full flush (so it refers to
+    nothing before it), is repeated as often as needed; tar headers are deflated between full
+    flushes too. The trailer's CRC is not computed: a reader must refuse the bomb long before
+    it gets there."""
+    mib = 1 << 20
+    assert member_bytes % mib == 0
+    block = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = block.compress(bytes(mib)) + block.flush(zlib.Z_FULL_FLUSH)
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts = [b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"]  # gzip header, no name, mtime 0
+    for i, k in enumerate(sizes):
+        ti = tarfile.TarInfo(f"lib/bomb-1.0.0/zeros{i}")
+        ti.size = member_bytes * k
+        ti.mode = 0o644
+        parts.append(co.compress(ti.tobuf(format=tarfile.GNU_FORMAT)) + co.flush(zlib.Z_FULL_FLUSH))
+        parts.append(zeros * (ti.size // mib))
+    parts.append(co.compress(bytes(1024)) + co.flush(zlib.Z_FINISH))
+    parts.append(struct.pack("<II", 0, (member_bytes * sum(sizes) + 1024) & 0xFFFFFFFF))
+    out.write_bytes(b"".join(parts))
+    return out
+
+
+def many_members(out: Path, n: int) -> Path:
+    """A ``.tar.gz`` of ``n`` empty files (a member-count bomb); headers patched from one
+    template (TarInfo.tobuf per member would take seconds)."""
+    base = bytearray(tarfile.TarInfo("lib/many-1.0.0/f0000000").tobuf(format=tarfile.GNU_FORMAT))
+    raw = bytearray()
+    for i in range(n):
+        h = bytearray(base)
+        h[15:23] = f"f{i:07d}".encode()
+        h[148:156] = b" " * 8
+        h[148:156] = f"{sum(h):06o}\0 ".encode()
+        raw += h
+    raw += bytes(1024)
+    out.write_bytes(gzip.compress(bytes(raw), compresslevel=1))
+    return out
