@@ -67,7 +67,7 @@ def _check_fits(v: VerifiedTarball, rels: store.Releases) -> None:
         ) from e
     here = platform.python_version()
     if not spec.contains(here, prereleases=True):
-        raise TarballError(
+        raise ReleaseError(
             f"{where}: the release needs Python {v.release.python}, this host runs {here}; "
             f"build it for this Python or run the node on one that matches",
             code="python_mismatch",

@@ -132,7 +132,7 @@ def _deploy_to_file(e: Env, tmp: Path) -> tuple[list[str], Path, int]:
 
 def _deploy_py99(e: Env, tmp: Path) -> tuple[list[str], Path, int]:
     bad = crafted("1.0.0", edit=lambda t: t.replace('">=3.11"', '">=99"'))(e, tmp / "b.tar.gz")
-    return ["deploy", str(bad), "--root", str(tmp / "new")], tmp, 2
+    return ["deploy", str(bad), "--root", str(tmp / "new")], tmp, 1  # as at boot
 
 
 LONG = "1.0." + ".".join(["1"] * 150)
@@ -167,7 +167,9 @@ ROWS: dict[str, Row] = {
     ),
     "purge/unknown-module": on_node("purge", "no.such", code=1),
     # tarballs (unpack on the running node)
-    "unpack/python-99": unpack(crafted("3.0.0", edit=lambda t: t.replace('">=3.11"', '">=99"'))),
+    "unpack/python-99": unpack(
+        crafted("3.0.0", edit=lambda t: t.replace('">=3.11"', '">=99"')), code=1
+    ),
     "unpack/equal-version-2.0": unpack(crafted("2.0.0", version="2.0")),
     "unpack/equal-version-v2.0.0": unpack(crafted("2.0.0", version="v2.0.0")),
     "unpack/equal-version-2.0.0.0": unpack(crafted("2.0.0", version="2.0.0.0")),
