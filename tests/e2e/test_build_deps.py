@@ -10,12 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from relhandler.errors import ConfigError
 from relhandler.release.build import build
+from relhandler.release.model import BundledDist, ReleaseApp, parse_release, read_app
 from tests.fixtures.wheels import make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -167,3 +169,37 @@ def test_opting_out_bundles_nothing_and_asks_no_index(
     res = build(proj)
     assert res.deps is None
     assert not list((res.release_root / "lib").glob("deps-*"))
+
+
+def test_hot_deps_pure_ones_get_their_lib_dir_compiled_ones_stay_shared(
+    tmp_path: Path, scaffold: Path, offline: None
+) -> None:
+    dist = tmp_path / "dist"
+    make_wheel(dist, "rh_testdep", "1.0", {"rh_testdep/__init__.py": "VERSION = '1.0'\n"})
+    so = "rh_fast/_speed.cpython-311-x86_64-linux-gnu.so"
+    make_wheel(dist, "rh_fast", "2.0", {"rh_fast/__init__.py": "", so: "not really ELF"})
+    proj = _project(
+        tmp_path,
+        scaffold,
+        deps='"rh_testdep==1.0", "rh-fast==2.0"',
+        extra=f'hot_deps = ["rh_testdep", "rh-fast"]\nfind_links = ["{dist}"]',
+    )
+    res = build(proj)
+    rel = parse_release(
+        tomllib.loads((res.release_root / "releases/0.1.0/release.toml").read_text())
+    )
+    assert rel.dists == (
+        BundledDist("rh_fast", "2.0", hot=False, compiled=True),
+        BundledDist("rh_testdep", "1.0", hot=True, compiled=False),
+    )
+    assert rel.apps[0] == ReleaseApp("rh_testdep", "1.0", "load")
+    lib = res.release_root / "lib"
+    assert (lib / "rh_testdep-1.0/rh_testdep/__init__.py").is_file()
+    assert read_app(lib / "rh_testdep-1.0/app.toml").modules == ("rh_testdep",)
+    assert (lib / str(res.deps) / so).is_file()
+    assert not (lib / str(res.deps) / "rh_testdep").exists()
+    # a name nothing bundles is an error naming the key and what is bundled
+    py = proj / "pyproject.toml"
+    py.write_text(py.read_text().replace('"rh-fast"]', '"rh_nothing"]'))
+    with pytest.raises(ConfigError, match=r"hot_deps: 'rh_nothing' is not a bundled distribution"):
+        build(proj)
