@@ -106,6 +106,11 @@ def status(root: RootOpt = None, json_out: JsonOpt = False) -> None:
             if inst.get("error"):
                 line += f": {inst['error'].get('message', '')}"
             console.print(Text(line))
+        win = res.get("confirm")
+        if win:  # the confirm window open, or the last one since boot
+            from relhandler.cli.pipeline_cmds import _window_line
+
+            console.print(Text(_window_line(win)))
         t = Table("application", "version", "description")
         for a in res["applications"]:
             t.add_row(*(Text(str(a[k])) for k in ("name", "version", "description")))

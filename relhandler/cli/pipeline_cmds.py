@@ -10,12 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from relhandler.cli._app import app
-from relhandler.cli._node import RootOpt, default_root
-from relhandler.cli._output import command, say
-from relhandler.errors import InputError
+from relhandler.cli._node import JsonOpt, RootOpt, default_root, node_call
+from relhandler.cli._output import command, emit, say
+from relhandler.errors import InputError, ReleaseError
 from relhandler.handler.events import follow_events, parse_since, read_events, schema_text
 
-__all__ = ["events"]
+__all__ = ["confirm", "events", "upgrade_confirmed"]
+
+LONG = 3600.0
 
 _SKIP = {"version"}  # shown in the kind column already (install.* and the like)
 
@@ -98,3 +100,89 @@ def events(
             sys.stdout.flush()
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _window_line(w: dict[str, Any]) -> str:
+    """One line on a confirm window, as ``status`` and ``upgrade`` print it."""
+    vsn = w["version"]
+    if w["state"] == "pending":
+        how = (
+            f"health checks {', '.join(w['health'])} must pass until then"
+            if w.get("health")
+            else f"`relhandler confirm {vsn}` makes it permanent"
+        )
+        return (
+            f"release {vsn} awaits confirmation: {w['remaining_s']:.0f}s left, else it "
+            f"reverts to {w['from']}; {how}"
+        )
+    if w["state"] == "confirmed":
+        return f"release {vsn} confirmed ({w.get('detail')}): it is permanent"
+    return (
+        f"release {vsn} {w['state'].replace('_', ' ')} to {w['from']} by "
+        f"{w.get('how', 'downgrade')} ({w.get('reason')}: {w.get('detail')})"
+    )
+
+
+def _outcome(w: dict[str, Any]) -> None:
+    if w["state"] in ("reverted", "revert_failed"):
+        raise ReleaseError(_window_line(w), code="reverted", details={"confirm": w})
+
+
+def upgrade_confirmed(
+    root: Any,
+    unpacked: dict[str, Any],
+    args: dict[str, Any],
+    within: float,
+    health: bool,
+    wait: bool,
+    json_out: bool,
+) -> None:
+    """``upgrade --confirm-within``: install with a window, then (unless --no-wait) wait
+    for its outcome. The node owns the window: killing this process changes nothing."""
+    vsn = unpacked["version"]
+    i = node_call(
+        root,
+        "install",
+        {**args, "confirm_within": within, "health": health},
+        json_out=json_out,
+        timeout=LONG,
+    )
+    w = i.get("confirm") or {}
+    if not wait:
+        emit(
+            {"unpack": unpacked, "install": i, "confirm": w},
+            json_out=json_out,
+            human=lambda: say(_window_line(w)),
+        )
+        return
+    if not json_out:
+        if "ms" in i:
+            say(f"installed {vsn} (from {i['from']}, {i['mode']}) in {i['ms']:.1f} ms")
+        say(_window_line(w))
+    w = node_call(root, "confirm_wait", {"version": vsn}, json_out=json_out, timeout=within + LONG)
+    out = {"unpack": unpacked, "install": i, "confirm": w}
+    if w["state"] in ("reverted", "revert_failed"):
+        if json_out:
+            err = ReleaseError(_window_line(w), code="reverted")
+            sys.stdout.write(json.dumps({**out, "error": err.to_wire()}, indent=2) + "\n")
+            raise typer.Exit(err.exit_code)
+        _outcome(w)
+    emit(out, json_out=json_out, human=lambda: say(_window_line(w)))
+
+
+@app.command()
+@command
+def confirm(
+    version: Annotated[str, typer.Argument(help="The release awaiting confirmation.")],
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Confirm a release installed with `upgrade --confirm-within`: it becomes permanent.
+
+    Exit 1 (not_pending) if no confirmation of VERSION is pending: never installed with a
+    window, or the window already ended (reverted; `relhandler status` says why).
+
+    Example: relhandler confirm 2.0.0 --root /srv/sample
+    """
+    w = node_call(root, "confirm", {"version": version}, json_out=json_out, timeout=LONG)
+    emit(w, json_out=json_out, human=lambda: say(_window_line(w)))

@@ -26,7 +26,7 @@ from relhandler.cli._node import (
     node_call,
 )
 from relhandler.cli._output import command, console, emit, err_console, say
-from relhandler.errors import AuthError, RelhandlerError, UnreachableError
+from relhandler.errors import AuthError, RelhandlerError, UnreachableError, UsageError
 from relhandler.handler.store import read_releases, releases_path
 from relhandler.release.relup import read_relup
 from relhandler.release.restart import restarts
@@ -310,19 +310,52 @@ def upgrade(
     suspend_timeout: SuspendOpt = None,
     code_change_timeout: CodeChangeOpt = None,
     restart_timeout: RestartTimeoutOpt = RESTART_WAIT,
+    confirm_within: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep the release current, not permanent, for this many seconds: "
+            "`relhandler confirm VSN` (or --health) makes it permanent, else the node reverts."
+        ),
+    ] = None,
+    health: Annotated[
+        bool,
+        typer.Option(
+            "--health",
+            help="With --confirm-within: the release's health checks passing for the whole "
+            "window confirm it; one failing reverts at once.",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            help="With --confirm-within: wait for the window's outcome (exit 1 if reverted)."
+        ),
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Unpack + install + make-permanent in one step (for pipelines).
 
     A restart-type upgrade waits for the node to come back on the new release, then makes it
-    permanent; the JSON says ``"restarted": true``.
+    permanent; the JSON says ``"restarted": true``. With --confirm-within the node holds the
+    release for confirmation (docs/confirm.md); the window belongs to the node, so this
+    command may be interrupted or killed without changing its outcome.
 
-    Example: relhandler upgrade sample-2.0.0.tar.gz --root /srv/sample --json
+    Example: relhandler upgrade sample-2.0.0.tar.gz --confirm-within 60 --health
     """
+    if health and confirm_within is None:
+        raise UsageError("--health needs --confirm-within SECONDS (the window it checks)")
+    if confirm_within is not None and not 0 < confirm_within < float("inf"):
+        raise UsageError(f"--confirm-within must be a number of seconds > 0, got {confirm_within}")
     u = node_call(
         root, "unpack", {"tarball": str(tarball.resolve())}, json_out=json_out, timeout=LONG
     )
     vsn = u["version"]
+    if confirm_within is not None:
+        from relhandler.cli.pipeline_cmds import upgrade_confirmed
+
+        args = _install_args(vsn, suspend_timeout, code_change_timeout)
+        upgrade_confirmed(root, u, args, confirm_within, health, wait, json_out)
+        return
     i, p = _install_permanently(
         root, vsn, suspend_timeout, code_change_timeout, json_out, restart_timeout
     )

@@ -173,6 +173,10 @@ class NodeMain:
         # why the one-shot boot before this one failed (read from run/boot_failure.json)
         self.boot_failure: dict[str, Any] | None = None
         self.events = EventLog(None)  # opened on log/ by run()
+        # confirm-or-revert (control/confirm_ops.py): the windows, and the boot's report of
+        # a window the previous run left open
+        self.confirmer: Any = None
+        self.confirm_boot_report: Any = None
 
     @property
     def release_name(self) -> str | None:
@@ -276,6 +280,7 @@ class NodeMain:
             else:
                 release_ops.register(ops, self)
                 importlib.import_module("relhandler.control.verify_ops").register(ops, self)
+                importlib.import_module("relhandler.control.confirm_ops").register(ops, self)
             server = ControlServer(self.root, cookie, ops)
             await server.start()
             # what boot created lives as long as the node: keep it out of GC passes
@@ -284,6 +289,8 @@ class NodeMain:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
             self.events.emit("node.start", os_pid=os.getpid(), release=self.release_version)
+            if self.confirm_boot_report is not None:
+                self.confirm_boot_report()
             log.info(
                 "node up: release %s %s, %d processes, control socket %s",
                 self.release_name,

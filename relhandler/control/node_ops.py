@@ -104,6 +104,8 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
             "uptime_s": round(time.time() - node.started_at, 3),
             "modules_loaded": len(node.code.all_loaded()),
             "events": main.events.status(),
+            # the confirm window open, or the last one (None: none since boot)
+            "confirm": main.confirmer.status() if main.confirmer is not None else None,
         }
 
     async def stop(args: dict[str, Any], progress: Progress) -> Any:

@@ -41,7 +41,15 @@ RELEASE_KEYS = {
     "hot_deps",
 }
 APP_KEYS = {"path", "version", "start", "applications", "env", "appup"}
-VERIFY_KEYS = {"calls", "load", "health", "roundtrip_exempt"}
+VERIFY_KEYS = {
+    "calls",
+    "load",
+    "health",
+    "roundtrip_exempt",
+    "max_crashes",
+    "crash_period",
+    "health_interval",
+}
 START_TYPES = ("permanent", "transient", "temporary", "load", "none")
 _MFN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
@@ -71,12 +79,18 @@ class VerifyConfig:
 
     ``calls`` are ``(registered process name, request)`` pairs sent with ``gen_server.call``;
     ``load`` and each of ``health`` are ``"module:function"`` run on the node; a module in
-    ``roundtrip_exempt`` is not held to ``down(up(state)) == state``."""
+    ``roundtrip_exempt`` is not held to ``down(up(state)) == state``. A confirm window
+    (``upgrade --confirm-within``) reverts when more than ``max_crashes`` processes exit
+    abnormally within ``crash_period`` seconds, and runs ``health`` every
+    ``health_interval`` seconds (None: the defaults of handler/confirm.py)."""
 
     calls: tuple[tuple[str, Any], ...] = ()
     load: str | None = None
     health: tuple[str, ...] = ()
     roundtrip_exempt: tuple[str, ...] = ()
+    max_crashes: int | None = None
+    crash_period: float | None = None
+    health_interval: float | None = None
 
     def to_toml(self) -> dict[str, Any]:
         """The table as written into the release (``releases/VSN/verify.toml``)."""
@@ -87,6 +101,10 @@ class VerifyConfig:
         }
         if self.load is not None:
             out["load"] = self.load
+        for k in ("max_crashes", "crash_period", "health_interval"):
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
         return out
 
 
@@ -429,7 +447,28 @@ def _verify_config(pb: _Problems, tbl: Any) -> VerifyConfig | None:
     if not isinstance(exempt, list) or not all(isinstance(m, str) and m for m in exempt):
         pb.add(sec, "roundtrip_exempt", 'must be an array of module names, e.g. ["app.cache"]')
         exempt = []
-    return VerifyConfig(tuple(calls), load, tuple(health), tuple(exempt))
+    max_crashes = tbl.get("max_crashes")
+    if max_crashes is not None and (
+        not isinstance(max_crashes, int) or isinstance(max_crashes, bool) or max_crashes < 0
+    ):
+        pb.add(sec, "max_crashes", f"{max_crashes!r} must be a whole number >= 0, e.g. 3")
+        max_crashes = None
+    seconds: dict[str, float | None] = {}
+    for k in ("crash_period", "health_interval"):
+        v = tbl.get(k)
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v <= 0):
+            pb.add(sec, k, f"{v!r} must be a number of seconds > 0, e.g. 10")
+            v = None
+        seconds[k] = float(v) if v is not None else None
+    return VerifyConfig(
+        tuple(calls),
+        load,
+        tuple(health),
+        tuple(exempt),
+        max_crashes,
+        seconds["crash_period"],
+        seconds["health_interval"],
+    )
 
 
 def read_verify(rel_dir: Path) -> VerifyConfig | None:

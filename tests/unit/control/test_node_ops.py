@@ -78,6 +78,7 @@ class FakeMain:
     boot_id: str = "b00t"
     boot_failure: dict[str, Any] | None = None
     events: EventLog = field(default_factory=lambda: EventLog(None))
+    confirmer: Any = None
 
     def request_stop(self, code: int = 0) -> None:
         self.stopped = True

@@ -139,6 +139,15 @@ def test_verify_table(tmp_path: Path) -> None:
         ("shop.core:ok",),
         ("shop.cache",),
     )
+    assert (v.max_crashes, v.crash_period, v.health_interval) == (None, None, None)
+
+
+def test_verify_confirm_window_keys(tmp_path: Path) -> None:
+    text = VERIFY + "max_crashes = 0\ncrash_period = 30\nhealth_interval = 0.5\n"
+    v = read_config(project(tmp_path, text)).verify
+    assert v is not None
+    assert (v.max_crashes, v.crash_period, v.health_interval) == (0, 30.0, 0.5)
+    assert v.to_toml()["max_crashes"] == 0 and v.to_toml()["health_interval"] == 0.5
 
 
 @pytest.mark.parametrize(
@@ -151,6 +160,10 @@ def test_verify_table(tmp_path: Path) -> None:
         ('load = "nocolon"', r"tool\.relhandler\.verify\.load: 'nocolon' must look like"),
         ("health = [1]", r"tool\.relhandler\.verify\.health: must be an array"),
         ("speed = 3", r"tool\.relhandler\.verify\.speed: unknown key"),
+        ("max_crashes = -1", r"verify\.max_crashes: -1 must be a whole number >= 0"),
+        ("max_crashes = true", r"verify\.max_crashes: True must be a whole number"),
+        ("crash_period = 0", r"verify\.crash_period: 0 must be a number of seconds > 0"),
+        ('health_interval = "1s"', r"verify\.health_interval: '1s' must be a number of"),
     ],
 )
 def test_verify_table_errors(tmp_path: Path, bad: str, msg: str) -> None:
