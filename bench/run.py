@@ -1,10 +1,11 @@
 """Side-by-side benchmarks: relhandler vs Erlang/OTP (and Pykka, and bare asyncio).
 
-    python -m bench.run [--quick] [--rounds R] [--sizes 1000,10000]
+    python -m bench.run [--quick] [--rounds R] [--sizes 1000,10000] [--skip-web]
 
 Both sides run in this one invocation, alternating, ``R`` rounds; medians and ratios are
-printed as a table and every row is written to ``bench/results/<stamp>.json``. Numbers on
-these shared 2-core machines are noisy: read the ratios, not the absolute values.
+printed as a table and every row is written to ``bench/results/<stamp>.json``; then
+bench/web.py (websocket services through a new version, against gunicorn and uvicorn).
+Numbers on these shared 2-core machines are noisy: read the ratios, not the absolute values.
 """
 
 from __future__ import annotations
@@ -417,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--seconds", type=float, default=2.0, help="per throughput measurement")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--skip-web", action="store_true", help="not bench/web.py's scenario")
     a = ap.parse_args(argv)
     rounds = 1 if a.quick else a.rounds
     sizes = [int(x) for x in ("1000" if a.quick else a.sizes).split(",")]
@@ -454,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print_table(rows)  # the JSON is in the results file only: the log gets readable tables
     print(f"results: {path}", file=sys.stderr)
+    if not a.skip_web:  # websocket services through a new version (bench/web.py)
+        from bench import web
+
+        return web.main(["--rounds", str(rounds), "--out", str(a.out)])
     return 0
 
 
