@@ -1,6 +1,6 @@
 """Websocket clients through a new version: relhandler vs gunicorn HUP vs uvicorn HUP.
 
-    python -m bench.web [--rounds 3] [--clients 100] [--deploy-at 6] [--http-seconds 3]
+    python -m bench.web [--rounds 3] [--clients 100] [--deploy-at 6] [--http-rounds 9]
 
 One Starlette app (``benchapp``) in two versions, served three ways: by a relhandler node
 (the app in a release; v2 is an ``install`` over the control socket), by gunicorn with the
@@ -621,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--deploy-at", type=float, default=6.0)
     ap.add_argument("--interval", type=float, default=0.1, help="s between a client's pings")
-    ap.add_argument("--http-seconds", type=float, default=3.0)
+    ap.add_argument("--http-seconds", type=float, default=2.0)
+    ap.add_argument("--http-rounds", type=int, default=9, help="short turns: the load moves")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-switch", action="store_true", help="only the HTTP throughput")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -644,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["round"] = r
                 rows.append(row)
         if not a.skip_http:
-            rows += run_http(work, rel, a.rounds, a.http_seconds)
+            rows += run_http(work, rel, a.http_rounds, a.http_seconds)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"web-{time.strftime('%Y%m%d-%H%M%S')}.json"
     meta = {"date": time.strftime("%Y-%m-%d"), "load": os.getloadavg(), "args": vars(a)}
