@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import typer
 
@@ -17,17 +18,38 @@ app = typer.Typer(
     help="Hot code upgrades for Python services, the OTP way.",
 )
 
-# Modules that add commands to `app` when imported (one per command group).
-COMMAND_MODULES = (
-    "relhandler.cli.build_cmds",  # new, build, deploy
-    "relhandler.cli.plan_cmds",  # appup generate, relup, check
-    "relhandler.cli.node_cmds",  # start, stop, ping, status, reload, purge, which, rpc
-    "relhandler.cli.release_cmds",  # unpack, install, make-permanent, upgrade, downgrade, ...
-    "relhandler.cli.dev_cmds",  # dev
-    "relhandler.cli.verify_cmds",  # verify
-    "relhandler.cli.console_cmds",  # console
-    "relhandler.cli.pipeline_cmds",  # events, confirm
-)
+# Modules that add commands to `app` when imported (one per command group), with the commands
+# each adds. A run imports only the module of the command it names: importing them all costs more
+# than most commands take (tests/unit/cli/test_app.py keeps this table honest). A name not listed
+# (or no name, `--help`) imports every module.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "relhandler.cli.build_cmds": ("new", "build", "deploy"),
+    "relhandler.cli.plan_cmds": ("appup", "relup", "check"),
+    "relhandler.cli.node_cmds": (
+        "start",
+        "stop",
+        "ping",
+        "status",
+        "reload",
+        "purge",
+        "which",
+        "rpc",
+    ),
+    "relhandler.cli.release_cmds": (
+        "releases",
+        "unpack",
+        "install",
+        "make-permanent",
+        "upgrade",
+        "downgrade",
+        "remove",
+        "reboot-old",
+    ),
+    "relhandler.cli.dev_cmds": ("dev",),
+    "relhandler.cli.verify_cmds": ("verify",),
+    "relhandler.cli.console_cmds": ("console",),
+    "relhandler.cli.pipeline_cmds": ("events",),
+}
 
 
 def _version(value: bool) -> None:
@@ -50,12 +72,34 @@ def _root(
         os.environ["RELHANDLER_DEBUG"] = "1"
 
 
-def _load_commands() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(name)
+def registered_names() -> dict[str, str]:
+    """``{command or group name: module that registered it}`` for the modules imported so far."""
+    out = {
+        c.name or c.callback.__name__.replace("_", "-"): c.callback.__module__
+        for c in app.registered_commands
+        if c.callback is not None
+    }
+    for g in app.registered_groups:
+        sub = g.typer_instance
+        if g.name and sub is not None and sub.registered_commands:
+            cb = sub.registered_commands[0].callback
+            out[g.name] = cb.__module__ if cb is not None else ""
+    return out
+
+
+def _load_commands(argv: list[str] | None = None) -> None:
+    """Import the command modules: only the one that owns ``argv``'s command when it is known."""
+    name = next((a for a in argv or () if not a.startswith("-")), None)
+    for module, names in COMMAND_MODULES.items():
+        if name in names:
+            importlib.import_module(module)
+            if name in registered_names():
+                return
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
 
 
 def main() -> None:
     """Console entry point."""
-    _load_commands()
+    _load_commands(sys.argv[1:])
     app(prog_name="relhandler")
