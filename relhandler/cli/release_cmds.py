@@ -103,10 +103,11 @@ def _describe_lost(res: dict[str, Any]) -> list[str]:
     """Lines for a person: that the node restarts, why, and whose state is lost."""
     lost = res.get("lost") or {}
     why = ", ".join(res.get("restart_reasons") or []) or "the relup restarts the node"
+    conns = lost.get("connections") or 0
+    open_conns = f", {conns} open connection{'s' if conns != 1 else ''} closed" if conns else ""
     lines = [
-        f"this install RESTARTS the node ({why}): the state and connections of "
-        f"{lost.get('count', 'all')} processes ({lost.get('connections', 0)} connections) "
-        f"are lost"
+        f"this install RESTARTS the node ({why}): the state of "
+        f"{lost.get('count', 'all')} processes is lost{open_conns}:"
     ]
     for p in lost.get("named") or []:
         conns = f", {p['connections']} connections" if p.get("connections") else ""
