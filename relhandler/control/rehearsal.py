@@ -25,6 +25,7 @@ from typing import Any
 from relhandler.control.client import Client
 from relhandler.control.daemon import start_daemon
 from relhandler.errors import InputError, ReleaseError, RelhandlerError
+from relhandler.handler.events import read_events
 from relhandler.handler.unpack import deploy
 from relhandler.release.config import VerifyConfig, read_verify
 from relhandler.release.relup import read_relup
@@ -44,12 +45,17 @@ class Failure:
     """One thing that went wrong: where, in which process and module, and what was raised."""
 
     phase: str
-    what: str  # call, load, install, health, roundtrip
+    what: str  # call, load, install, health, roundtrip, exit (a process.exit event)
     process: str
     module: str
     error: str
 
     def line(self) -> str:
+        if self.what == "exit":  # from the node's event log: no hook failed, a process died
+            return (
+                f"phase {self.phase}: process {self.process} (initial call {self.module}) "
+                f"{self.error}"
+            )
         return (
             f"phase {self.phase}: {self.what} failed in process {self.process} "
             f"(module {self.module}): {self.error}"
@@ -73,6 +79,7 @@ class PhaseReport:
     health_passed: int = 0
     health_failed: int = 0
     install_ms: float | None = None
+    events: dict[str, int] = field(default_factory=dict)  # the node's events, by kind
 
 
 @dataclass(slots=True)
@@ -331,8 +338,34 @@ def _rehearse(
             return cfgs[vsn] or cfgs[other] or VerifyConfig()
 
         load = _Load(root, report)
+        seen: set[tuple[str, int]] = set()
+
+        def collect_events(ph: PhaseReport) -> None:
+            """The node's events since the last phase (log/events.jsonl): counted by kind,
+            and every abnormal process exit (not of verify's own rpc processes) fails."""
+            for ev in read_events(root / "log"):
+                key = (str(ev.get("boot")), int(ev.get("seq", 0)))
+                if key in seen:
+                    continue
+                seen.add(key)
+                kind = str(ev.get("kind"))
+                ph.events[kind] = ph.events.get(kind, 0) + 1
+                d = ev.get("data") or {}
+                if kind == "process.exit" and d.get("initial_call") != "rpc":
+                    pid = str(d.get("pid", "-"))
+                    report.failures.append(
+                        Failure(
+                            ph.name,
+                            "exit",
+                            f"{pid} ({d['name']})" if d.get("name") else pid,
+                            str(d.get("initial_call") or "-"),
+                            f"exited with {d.get('reason')}",
+                        )
+                    )
 
         def enter(name: str, vsn: str) -> PhaseReport:
+            if report.phases:
+                collect_events(report.phases[-1])
             ph = PhaseReport(name, vsn)
             report.phases.append(ph)
             with load._lock:
@@ -440,3 +473,5 @@ def _rehearse(
             return report
         finally:
             load.close()
+            if report.phases:
+                collect_events(report.phases[-1])

@@ -25,10 +25,13 @@ VARIANTS = {
     ),
     # the way down loses the count
     "bad_down": (COUNTER_DOWN, '        return ("ok", {"n": 0})\n'),
+    # 2.0.0 sends the greeter nothing: it waits in 1.0.0's code, which the downgrade's
+    # load of the greeter purges, killing it
+    "no_greeter_load": ('load = "sample.greeter:greet_anyone"\n', ""),
     # load through a function, and a health check that fails (on 2.0.0 only)
     "bad_health": (
         'health = ["sample.counter:get"]',
-        'load = "sample.counter:incr"\nhealth = ["sample.counter:get", "sample.greeter:no_such"]',
+        'health = ["sample.counter:get", "sample.greeter:no_such"]',
     ),
 }
 
@@ -94,6 +97,10 @@ def test_verify_json_reports_every_phase(sample_builds: Path) -> None:
         assert phases[name]["migrated"] >= 1 and phases[name]["suspended_ms"] > 0
         assert phases[name]["health_passed"] == 1
     assert phases["downgrade"]["roundtrip_ok"] == 1
+    # the node's own events, by phase (log/events.jsonl)
+    assert phases["boot"]["events"]["node.start"] == 1
+    for name in ("upgrade", "downgrade", "upgrade-again"):
+        assert phases[name]["events"]["install.end"] == 1
     [row] = rep["roundtrip"]  # type: ignore[misc]
     assert (row["module"], row["result"]) == ("sample.counter", "ok")
 
@@ -168,13 +175,11 @@ def test_sigterm_stops_the_rehearsal_node(sample_builds: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_verify_fails_on_a_health_check_and_drives_a_load_function(
-    sample_builds: Path, tmp_path: Path
-) -> None:
+def test_verify_fails_on_a_health_check(sample_builds: Path, tmp_path: Path) -> None:
     new = _variant(tmp_path, sample_builds, "bad_health")
     code, rep, out = _verify(sample_builds / "sample-1.0.0.tar.gz", new, "--json")
     assert code == 1, out
-    assert rep["hooks"]["2.0.0"]["load"] == "sample.counter:incr"  # type: ignore[index]
+    assert rep["hooks"]["2.0.0"]["load"] == "sample.greeter:greet_anyone"  # type: ignore[index]
     health = [f for f in rep["failures"] if f["what"] == "health"]  # type: ignore[attr-defined]
     # 2.0.0's health checks run after each upgrade; 1.0.0 declares its own (they pass)
     assert [f["phase"] for f in health] == ["upgrade", "upgrade-again"]
@@ -192,3 +197,16 @@ def test_verify_refuses_the_same_release_twice(sample_builds: Path) -> None:
     r = cli("verify", "--from", tar, "--to", tar, "--duration", "0")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "--from and --to are both release 1.0.0" in r.stderr
+
+
+@pytest.mark.slow
+def test_verify_fails_on_a_process_the_upgrade_kills(sample_builds: Path, tmp_path: Path) -> None:
+    """A process exit the node logs (its event log) fails the rehearsal, even when every
+    hook succeeds."""
+    new = _variant(tmp_path, sample_builds, "no_greeter_load")
+    code, rep, out = _verify(sample_builds / "sample-1.0.0.tar.gz", new, "--json")
+    assert code == 1, out
+    [f] = rep["failures"]  # type: ignore[misc]
+    assert (f["phase"], f["what"], f["error"]) == ("downgrade", "exit", "exited with 'killed'")
+    assert f["process"].endswith("(greeter)")
+    assert "(greeter) (initial call _run) exited with 'killed'" in out

@@ -36,6 +36,11 @@ async def greet(name):
     return text
 
 
+async def greet_anyone():
+    """A greeting with no argument: the load hook of `relhandler verify` (pyproject.toml)."""
+    return await greet("verify")
+
+
 def pid():
     from relhandler.runtime import whereis
 
