@@ -20,8 +20,8 @@ app = typer.Typer(
 
 # Modules that add commands to `app` when imported (one per command group), with the commands
 # each adds. A run imports only the module of the command it names: importing them all costs more
-# than most commands take (tests/unit/cli/test_app.py keeps this table honest). A name not listed
-# (or no name, `--help`) imports every module.
+# than most commands take. A name not listed here (or no name, `--help`) imports every module, so
+# a new command works before it is added; tests/unit/cli/test_app.py checks the entries.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "relhandler.cli.build_cmds": ("new", "build", "deploy"),
     "relhandler.cli.plan_cmds": ("appup", "relup", "check"),
@@ -48,7 +48,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "relhandler.cli.dev_cmds": ("dev",),
     "relhandler.cli.verify_cmds": ("verify",),
     "relhandler.cli.console_cmds": ("console",),
-    "relhandler.cli.pipeline_cmds": ("events",),
+    "relhandler.cli.pipeline_cmds": ("events", "confirm"),
 }
 
 
