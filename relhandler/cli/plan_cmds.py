@@ -20,6 +20,8 @@ from relhandler.release.build import release_dirs, write_release_files
 from relhandler.release.plan import (
     DepUpgrade,
     ReleaseSource,
+    cycle_warning,
+    dep_mods_cycle,
     dep_upgrades,
     open_release,
     plan_relup,
@@ -286,6 +288,10 @@ def check(
             try:
                 a = read_appup(appup_path)
                 appups[name] = a
+                for entry in (*a.up, *a.down):
+                    cycle = dep_mods_cycle(entry.instructions)
+                    if cycle:
+                        warnings.append(cycle_warning(str(appup_path), cycle))
                 if a.version != spec.version:
                     warnings.append(
                         f"{appup_path}: version {a.version} ≠ app version {spec.version}"

@@ -22,7 +22,16 @@ from relhandler.release.model import AppSpec, ReleaseSpec, read_app, read_releas
 from relhandler.release.relup import AppInfo, Relup, RelupEntry, translate_scripts
 from relhandler.release.tarball import extract_into, verify_tarball
 
-__all__ = ["DepUpgrade", "Plan", "ReleaseSource", "dep_upgrades", "open_release", "plan_relup"]
+__all__ = [
+    "DepUpgrade",
+    "Plan",
+    "ReleaseSource",
+    "cycle_warning",
+    "dep_mods_cycle",
+    "dep_upgrades",
+    "open_release",
+    "plan_relup",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,42 @@ class Plan:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
+def cycle_warning(where: str, cycle: Sequence[str]) -> str:
+    return (
+        f"{where}: dep_mods form a cycle ({' → '.join(cycle)}); the relup still orders "
+        f"them, as OTP does, but one of them is loaded before a module it depends on"
+    )
+
+
+def dep_mods_cycle(instructions: Sequence[Any]) -> list[str] | None:
+    """A cycle in the ``dep_mods`` of an appup script (``[a, b, a]``), or None."""
+    deps: dict[str, list[str]] = {}
+    for i in instructions:
+        if isinstance(i, list | tuple) and len(i) >= 2 and isinstance(i[1], str):
+            opts = i[-1] if isinstance(i[-1], dict) else {}
+            d = opts.get("dep_mods", [])
+            deps.setdefault(i[1], []).extend(x for x in d if isinstance(x, str))
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for start in deps:
+        if state.get(start):
+            continue
+        path = [start]
+        stack = [iter(deps.get(start, []))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(deps.get(nxt, [])))
+    return None
+
+
 def _scripts(
     direction: str, new: ReleaseSource, old: ReleaseSource, warnings: list[str]
 ) -> list[list[Any]]:
@@ -184,6 +229,9 @@ def _scripts(
                 code="no_relup",
             )
         scripts.append(list(entry.instructions))
+        cycle = dep_mods_cycle(entry.instructions)
+        if cycle:
+            warnings.append(cycle_warning(str(appup.path), cycle))
     # removed apps (only in the source)
     for a in frm.spec.apps:
         if to.spec.app(a.name) is None:

@@ -260,3 +260,23 @@ def test_check_strict_refuses_a_changed_module_its_appup_misses(tmp_path: Path) 
         "'core.util' changed but the appup's [[up]] entry for 1.0.0 has no instruction" in p
         for p in problems
     )
+
+
+def test_a_dep_mods_cycle_is_translated_and_check_warns(tmp_path: Path) -> None:
+    # OTP emits an order for a cycle (releases.md): so do we, and `check` says so
+    cyclic = APPUP_HAND.replace(
+        '["load_module", "core.util"],\n  ["delete_module", "core.old"],',
+        '["load_module", "core.util", { dep_mods = ["core.fresh"] }],\n'
+        '  ["delete_module", "core.old"],',
+    )
+    assert cyclic != APPUP_HAND
+    out = build_pair(tmp_path, cyclic)
+    rel = str(out / "rel")
+    r = cli("relup", "--to", "2.0.0", "--from", "1.0.0", "--rel-dir", rel)
+    assert r.returncode == 0, r.stderr
+    r = cli("check", "--vsn", "2.0.0", "--rel-dir", rel, "--json")
+    assert r.returncode == 0, r.stderr
+    warnings = json.loads(r.stdout)["warnings"]
+    assert any("dep_mods form a cycle" in w and "core.fresh → core.util" in w for w in warnings), (
+        warnings
+    )
