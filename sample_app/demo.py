@@ -140,6 +140,7 @@ class Demo:
         room = Websocket(self.rpc("relhandler.web:port", "sample", "room"), "/?nick=alice")
         self.room_pid = self.rpc("sample.room:pid")
         console.print(f"  websocket chat room {self.room_pid} joined as alice")
+        bob = Websocket(room.port, "/?nick=bob")  # another member: hears what alice says
         self.room_says(room, "hello", "", "the websocket chat room answers in the v1 format")
 
         load = Load(self.root)
@@ -194,6 +195,19 @@ class Demo:
             f"{load.ok} calls ok, {load.failed} failed",
         )
         chat.close()
+        heard = [bob.hear() for _ in range(room.sent)]
+        self.check(
+            "bob heard alice's lines, each relayed in the version of its moment",
+            heard
+            == [
+                "#1 alice: hello",
+                "[v2] #2 alice: still there?",
+                "#3 alice: back",
+                "[v2] #4 alice: still there?",
+            ],
+            " | ".join(heard),
+        )
+        bob.close()
         code = room.close()
         self.check(
             "one websocket connection throughout, still open at the end",
@@ -296,6 +310,7 @@ class Websocket:
     """A websocket client on a plain blocking socket; wsproto does all the framing."""
 
     def __init__(self, port: int, target: str) -> None:
+        self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.local_port = self.sock.getsockname()[1]
         self.ws = WSConnection(ConnectionType.CLIENT)
@@ -318,6 +333,10 @@ class Websocket:
     def say(self, text: str) -> str:
         """Send a text message and return the text answer (or ``<closed CODE>``)."""
         self.sock.sendall(self.ws.send(ws.Message(data=text)))
+        return self.hear()
+
+    def hear(self) -> str:
+        """The next text message from the server (or ``<closed CODE>``)."""
         parts = []
         while True:
             ev = self.next()

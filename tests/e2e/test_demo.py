@@ -37,6 +37,7 @@ def test_demo_script_passes_every_check() -> None:
         "✓ the same websocket answers in the v1 format again (#3 alice: back (you sent 3))",
         "([v2] #4 alice: still there? (you sent 4))",
         "✓ the room's history survived (a GenServer, same pid) (4 lines",
+        "✓ bob heard alice's lines, each relayed in the version of its moment",
         "✓ one websocket connection throughout, still open at the end",
     ):
         assert line in flat, f"missing {line!r} in:\n{out}"
