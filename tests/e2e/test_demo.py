@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# the whole demo (three builds, four installs, a restart): on a loaded 2-core machine it has
+# taken ~120 s, over pytest-timeout's 120 s default; the subprocess has its own 300 s
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def test_demo_script_passes_every_check() -> None:
