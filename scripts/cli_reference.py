@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import typer
@@ -60,9 +61,13 @@ def _help(cmd: list[str]) -> str:
 
 def render_cli() -> str:
     _load_commands()
+    cmds = _names(app, [])
+    # one CLI process per command, a start-up each: run them side by side, in order
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        helps = list(pool.map(_help, cmds))
     parts = []
-    for cmd in _names(app, []):
-        parts.append(f"### `relhandler {' '.join(cmd)}`\n\n```text\n{_help(cmd)}\n```\n")
+    for cmd, text in zip(cmds, helps, strict=True):
+        parts.append(f"### `relhandler {' '.join(cmd)}`\n\n```text\n{text}\n```\n")
     return "\n".join(parts)
 
 

@@ -214,13 +214,15 @@ def test_default_code_change_timeout_is_finite(
 @pytest.mark.parametrize(
     ("fault", "dry_run", "expect", "text"),
     [
+        # make test: each exception at top level and in a callback, sync and async, with and
+        # without --dry-run; the other combinations (a node boot each) are slow, test-full
         ("top_exit", False, "refused", "SystemExit"),
-        ("top_exit", True, "refused", "SystemExit"),
+        pytest.param("top_exit", True, "refused", "SystemExit", marks=pytest.mark.slow),
         ("top_kbd", False, "refused", "KeyboardInterrupt"),
-        ("exit_sync", False, "refused", "SystemExit"),
+        pytest.param("exit_sync", False, "refused", "SystemExit", marks=pytest.mark.slow),
         ("exit_sync", True, "refused", "SystemExit"),
         ("kbd_sync", False, "refused", "KeyboardInterrupt"),
-        ("kbd_sync", True, "refused", "KeyboardInterrupt"),
+        pytest.param("kbd_sync", True, "refused", "KeyboardInterrupt", marks=pytest.mark.slow),
         ("exit_async", False, "rolled_back", "SystemExit"),
     ],
 )

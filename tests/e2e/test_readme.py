@@ -127,6 +127,8 @@ def test_readme_ci_example_runs_as_written(tmp_path: Path, fresh_venv: Path) -> 
         stop(fresh_venv, root)
 
 
+# slow: `make test` runs the same check in its `docs` step (28 CLI start-ups)
+@pytest.mark.slow
 def test_cli_reference_is_current() -> None:
     r = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "cli_reference.py"), "--check"],
