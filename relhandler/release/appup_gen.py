@@ -324,21 +324,33 @@ def _library(old: AppSpec, old_lib: Path, new: AppSpec, new_lib: Path) -> dict[s
     removed = [m for m in old.modules if m not in new_mods]
     with_instr = set(changed) | set(added) | set(removed)
 
-    def instr(kind: str, m: str, lib: Path) -> list[Any]:
-        src = _source(lib, m)
-        is_pkg = (lib / Path(*m.split(".")) / "__init__.py").is_file()
-        d = _imports(src, m, is_pkg, with_instr) if src is not None else []
+    def imports(lib: Path, mods: list[str]) -> dict[str, list[str]]:
+        out = {}
+        for m in mods:
+            src = _source(lib, m)
+            is_pkg = (lib / Path(*m.split(".")) / "__init__.py").is_file()
+            out[m] = _imports(src, m, is_pkg, with_instr) if src is not None else []
+        return out
+
+    def instr(kind: str, m: str, d: list[str]) -> list[Any]:
         return [kind, m, {"dep_mods": d}] if d else [kind, m]
 
+    new_deps = imports(new_lib, added + changed)
+    old_deps = imports(old_lib, removed + changed)
+    # A Python module runs its imports when it loads, so the modules it imports must be
+    # loaded first in both directions. The translator loads a module *before* its dep_mods
+    # on a downgrade (OTP's order, right for Erlang, whose loading runs no code), so the
+    # down section names the reverse edges: the modules that import it.
+    old_users = {m: [u for u, ds in old_deps.items() if m in ds] for m in with_instr}
     up = (
-        [instr("add_module", m, new_lib) for m in added]
-        + [instr("load_module", m, new_lib) for m in changed]
-        + [instr("delete_module", m, old_lib) for m in removed]
+        [instr("add_module", m, new_deps[m]) for m in added]
+        + [instr("load_module", m, new_deps[m]) for m in changed]
+        + [instr("delete_module", m, []) for m in removed]
     )
     down = (
-        [instr("add_module", m, old_lib) for m in removed]
-        + [instr("load_module", m, old_lib) for m in changed]
-        + [instr("delete_module", m, new_lib) for m in added]
+        [instr("add_module", m, old_users[m]) for m in removed]
+        + [instr("load_module", m, old_users[m]) for m in changed]
+        + [instr("delete_module", m, []) for m in added]
     )
     return {
         "version": new.version,

@@ -203,9 +203,10 @@ def _dists(target: Path) -> tuple[Dist, ...]:
         files: list[str] = []
         for line in (info / "RECORD").read_text().splitlines():
             path = line.rsplit(",", 2)[0] if line else ""
-            if path and not path.startswith("..") and (target / path).exists():
+            if path and not path.startswith("..") and (target / path).is_file():
                 files.append(path)
-        files = sorted({*files, *(f.relative_to(target).as_posix() for f in info.iterdir())})
+        extra = (f.relative_to(target).as_posix() for f in info.rglob("*") if f.is_file())
+        files = sorted({*files, *extra})
         tops = {
             f.split("/")[0].split(".")[0]
             for f in files

@@ -414,9 +414,23 @@ class CodeServer:
         entry.old = entry.current
         entry.current = version
         sys.modules[p.name] = version.module
+        if p.is_package:
+            self._adopt_submodules(version)
         self._record_links(version, p)
         self._relink(p.name)
         return version
+
+    def _adopt_submodules(self, v: ModuleVersion) -> None:
+        """A new version of a package gets its loaded submodules as attributes: its own
+        ``from .sub import x`` finds ``pkg.sub`` in ``sys.modules`` and, as Python's import
+        does for a submodule already imported, does not set it on the package (so
+        ``import pkg.sub; pkg.sub.f()`` would fail after the package's upgrade)."""
+        prefix = v.name + "."
+        ns = v.module.__dict__
+        for name, e in self._table.items():
+            child = name[len(prefix) :]
+            if name.startswith(prefix) and "." not in child and e.current is not None:
+                ns.setdefault(child, e.current.module)
 
     # -- references that follow the current version --------------------------------------
     def _managed_name(self, obj: object) -> str | None:

@@ -56,17 +56,20 @@ def _json(*args: str) -> Any:
 
 
 def _wheel(p: DepProject, version: str) -> None:
-    """rh_testdep in two modules: the package re-exports its ``core`` (loaded first)."""
+    """rh_testdep in two modules: the package re-exports a name only this version's
+    ``core`` has, so ``core`` must be loaded first, upgrading and downgrading alike."""
     from tests.fixtures.wheels import make_wheel
 
+    only = f"ONLY_{version.replace('.', '_')}"
     make_wheel(
         p.dist,
         "rh_testdep",
         version,
         {
-            "rh_testdep/__init__.py": "from rh_testdep.core import VERSION, stamp\n",
+            "rh_testdep/__init__.py": f"from rh_testdep.core import VERSION, stamp, {only}\n",
             "rh_testdep/core.py": (
-                f"VERSION = {version!r}\n\n\ndef stamp(x):\n    return f'{{x}}@{version}'\n"
+                f"VERSION = {version!r}\n{only} = True\n\n\n"
+                f"def stamp(x):\n    return f'{{x}}@{version}'\n"
             ),
         },
     )

@@ -279,3 +279,26 @@ async def test_restore_puts_the_package_attribute_back_to_the_restored_version(
         node.code.restore(snap)
         assert node.code.current(f"{pkg}.g").greet() == "v2"
         assert node.code.current(pkg).g is node.code.current(f"{pkg}.g")
+
+
+async def test_a_new_version_of_a_package_keeps_its_loaded_submodules_as_attributes(
+    code_dir: CodeDir,
+) -> None:
+    """A package upgraded after its submodule (a hot dependency's relup loads what a module
+    imports first): ``pkg.sub`` is still an attribute of the new package version."""
+    pkg = code_dir.name("pk")
+    (code_dir.root / pkg).mkdir()
+    (code_dir.root / pkg / "__init__.py").write_text(f"from {pkg}.core import V\n")
+    (code_dir.root / pkg / "core.py").write_text("V = 1\n")
+    new_core, new_init = code_dir.root / "core_v2.py", code_dir.root / "v2" / "__init__.py"
+    new_core.write_text("V = 2\n")
+    new_init.parent.mkdir()
+    new_init.write_text("from .core import V\nfrom . import core as same\n")
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        assert node.code.current(pkg).core.V == 1
+        node.code.load(f"{pkg}.core", new_core)
+        node.code.load(pkg, new_init)
+        new = node.code.current(pkg)
+        assert new.core is node.code.current(f"{pkg}.core") is new.same
+        assert (new.V, new.core.V) == (2, 2)

@@ -164,5 +164,32 @@ def test_library_appup_loads_changed_modules_with_dep_mods_from_imports(tmp_path
     ]
     assert doc["down"][0]["instructions"] == [
         ["load_module", "lib3p.core"],
-        ["delete_module", "lib3p.extra", {"dep_mods": ["lib3p.core"]}],
+        ["delete_module", "lib3p.extra"],
     ]
+
+
+def test_library_appup_loads_what_a_module_imports_first_on_the_way_down_too(
+    tmp_path: Path,
+) -> None:
+    """The translator loads a module before its dep_mods on a downgrade (OTP's order): the
+    down section names the importers instead, so the relup loads core before the package
+    that imports a name only the old core has."""
+    from relhandler.release.appup_gen import library_appup
+    from relhandler.release.relup import translate_scripts
+
+    old_lib, new_lib = tmp_path / "old", tmp_path / "new"
+    for lib, v in ((old_lib, "1"), (new_lib, "2")):
+        (lib / "lib3p").mkdir(parents=True)
+        (lib / "lib3p/__init__.py").write_text(f"from lib3p.core import V{v}\n")
+        (lib / "lib3p/core.py").write_text(f"V{v} = True\n")
+    mods = ("lib3p", "lib3p.core")
+    old, new = AppSpec("lib3p", "1.0", mods), AppSpec("lib3p", "2.0", mods)
+    doc = library_appup(old, old_lib, new, new_lib)
+    apps, pre = [("lib3p", "2.0", mods)], [("lib3p", "1.0", mods)]
+
+    def loads(mode: str, script: list[Any], to: Any, frm: Any) -> list[str]:
+        out = translate_scripts(mode, [script], to, frm)  # type: ignore[arg-type]
+        return [i[1] for i in out if i[0] == "load"]
+
+    assert loads("up", doc["up"][0]["instructions"], apps, pre) == ["lib3p.core", "lib3p"]
+    assert loads("down", doc["down"][0]["instructions"], pre, apps) == ["lib3p.core", "lib3p"]
