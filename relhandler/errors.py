@@ -25,7 +25,8 @@ Tree::
     │   ├── SocketError           runtime.sockets: closed, not the owner, bad option
     │   └── SysError              sys protocol: suspend/resume/change_code failures
     ├── ReleaseError (1)          release handler refusals and failures
-    │   └── InstallError          install failed (rolled back in place, or not)
+    │   ├── InstallError          install failed (rolled back in place, or not)
+    │   └── ReleaseInputError (2) a release named or given that the node cannot take as is
     ├── ProtocolError (1)         a malformed control frame
     └── UnreachableError (3)      node not running / socket missing
         └── AuthError (3)         wrong or missing cookie
@@ -52,6 +53,7 @@ __all__ = [
     "ProcessError",
     "ProtocolError",
     "ReleaseError",
+    "ReleaseInputError",
     "RelhandlerError",
     "RelupError",
     "SocketError",
@@ -206,6 +208,14 @@ class ReleaseError(RelhandlerError):
 
 class InstallError(ReleaseError):
     code = "install_failed"
+
+
+class ReleaseInputError(ReleaseError, InputError):
+    """A release the user named or gave that the node cannot take as it is: not unpacked,
+    already there with other content, no relup for the path. Bad input (exit 2): nothing
+    was changed, and the message says which command fixes it."""
+
+    code = "release_input"
 
 
 class ProtocolError(RelhandlerError):

@@ -136,16 +136,21 @@ def render_errors() -> str:
         "| code | class | exit code | raised in |",
         "|---|---|---|---|",
     ]
-    rows: dict[str, tuple[set[str], int, set[str]]] = {}
+    # (classes, exit codes, modules): a code raised with classes of two exit codes shows both
+    rows: dict[str, tuple[set[str], set[int], set[str]]] = {}
     for name, cls in classes.items():
-        rows.setdefault(cls.code, (set(), cls.exit_code, set()))[0].add(name)
+        entry = rows.setdefault(cls.code, (set(), set(), set()))
+        entry[0].add(name)
+        entry[1].add(cls.exit_code)
     for code, cls_name, mod in _refined_codes(classes):
-        entry = rows.setdefault(code, (set(), classes[cls_name].exit_code, set()))
+        entry = rows.setdefault(code, (set(), set(), set()))
         entry[0].add(cls_name)
+        entry[1].add(classes[cls_name].exit_code)
         entry[2].add(mod)
-    for code, (names, exit_code, mods) in sorted(rows.items()):
+    for code, (names, exit_codes, mods) in sorted(rows.items()):
         where = ", ".join(f"`{m}`" for m in sorted(mods)) or "—"
-        out.append(f"| `{code}` | {', '.join(sorted(names))} | {exit_code} | {where} |")
+        ec = ", ".join(map(str, sorted(exit_codes)))
+        out.append(f"| `{code}` | {', '.join(sorted(names))} | {ec} | {where} |")
     return "\n".join(out) + "\n"
 
 

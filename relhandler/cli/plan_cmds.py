@@ -28,6 +28,8 @@ from relhandler.release.plan import (
 )
 from relhandler.release.relup import Relup, dump_relup, read_relup
 from relhandler.release.restart import describe_static, restart_report, restarts, static_processes
+from relhandler.release.sources import shown
+from relhandler.release.state_drift import forgotten_code_change, module_source
 from relhandler.release.tarball import write_tarball
 
 __all__ = ["appup_generate", "check", "relup"]
@@ -226,6 +228,37 @@ def _restarts(
     return found
 
 
+def _state_drift(new: ReleaseSource, old: ReleaseSource, out: list[str]) -> None:
+    """Warn about each GenServer module whose state shape changed between ``old`` and
+    ``new`` while its code_change did not (release/state_drift.py)."""
+    for name, spec in new.apps.items():
+        oa = old.apps.get(name)
+        if oa is None or oa.version == spec.version:
+            continue
+        for m in spec.modules:
+            a = module_source(old.lib_dir(name), m)
+            b = module_source(new.lib_dir(name), m)
+            if a is None or b is None:
+                continue
+            d = forgotten_code_change(m, a.read_bytes(), b.read_bytes())
+            if d is None:
+                continue
+            where = f"{shown(b)}: {m} {oa.version}→{spec.version}"
+            if d.declared:
+                out.append(
+                    f"{where}: its declared state type {d.what} changed but its code_change "
+                    f"did not; migrate the old state to the new {d.what} in code_change (the "
+                    f"install's preflight refuses a state that does not match it)"
+                )
+            else:
+                out.append(
+                    f"{where}: its init changed but its code_change did not; if the state's "
+                    f"shape changed, migrate it in code_change, and declare the state's type "
+                    f"(a State TypedDict or dataclass) so the preflight checks every migrated "
+                    f"state"
+                )
+
+
 @app.command()
 @command
 def check(
@@ -286,7 +319,7 @@ def check(
         appup_path = new.lib_dir(name) / f"{name}.appup.toml"
         if appup_path.exists():
             try:
-                a = read_appup(appup_path)
+                a = read_appup(appup_path, shown_as=shown(appup_path))
                 appups[name] = a
                 for entry in (*a.up, *a.down):
                     cycle = dep_mods_cycle(entry.instructions)
@@ -294,7 +327,8 @@ def check(
                         warnings.append(cycle_warning(str(appup_path), cycle))
                 if a.version != spec.version:
                     warnings.append(
-                        f"{appup_path}: version {a.version} ≠ app version {spec.version}"
+                        f"{a.path}: version {a.version} ≠ app version {spec.version}; set "
+                        f'version = "{spec.version}" in it'
                     )
             except RelhandlerError as err:
                 problems.append(err.message)
@@ -342,6 +376,7 @@ def check(
             continue
         _appup_coverage(new, old, appups, uncovered)
         deps_from[vsn] = dep_upgrades(new, old)
+        _state_drift(new, old, warnings)
     if relup_doc is not None:
         for e in relup_doc.up:
             try:

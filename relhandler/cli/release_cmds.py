@@ -332,9 +332,18 @@ def upgrade(
             help="With --confirm-within: wait for the window's outcome (exit 1 if reverted)."
         ),
     ] = True,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            help="If the version is unpacked (never installed) with other content, remove "
+            "it and unpack this build instead."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Unpack + install + make-permanent in one step (for pipelines).
+
+    Upgrading to the release that is already current and permanent does nothing (exit 0).
 
     A restart-type upgrade waits for the node to come back on the new release, then makes it
     permanent; the JSON says ``"restarted": true``. With --confirm-within the node holds the
@@ -347,10 +356,11 @@ def upgrade(
         raise UsageError("--health needs --confirm-within SECONDS (the window it checks)")
     if confirm_within is not None and not 0 < confirm_within < float("inf"):
         raise UsageError(f"--confirm-within must be a number of seconds > 0, got {confirm_within}")
-    u = node_call(
-        root, "unpack", {"tarball": str(tarball.resolve())}, json_out=json_out, timeout=LONG
-    )
+    u = _unpack_for_upgrade(root, tarball, replace=replace, json_out=json_out)
     vsn = u["version"]
+    if vsn == u.get("current") and u["status"] == "permanent":
+        _already_current(u, json_out)
+        return
     if confirm_within is not None:
         from relhandler.cli.pipeline_cmds import upgrade_confirmed
 
@@ -364,6 +374,41 @@ def upgrade(
         {"unpack": u, "install": i, "make_permanent": p, "restarted": bool(i.get("restarted"))},
         json_out=json_out,
         human=lambda: _show_then(i, vsn),
+    )
+
+
+def _unpack_for_upgrade(
+    root: Path | None, tarball: Path, *, replace: bool, json_out: bool
+) -> dict[str, Any]:
+    """Unpack ``tarball``; with ``replace``, an unpacked (never installed) release of the
+    same version and other content is removed first."""
+    args = {"tarball": str(tarball.resolve())}
+    try:
+        u: dict[str, Any] = node_call(root, "unpack", args, json_out=json_out, timeout=LONG)
+    except RelhandlerError as e:
+        if not (replace and e.code == "existing_release" and e.details.get("status") == "unpacked"):
+            raise
+        vsn = str(e.details["version"])
+        node_call(root, "remove", {"version": vsn}, json_out=json_out)
+        u = node_call(root, "unpack", args, json_out=json_out, timeout=LONG)
+        u["replaced"] = True
+    return u
+
+
+def _already_current(u: dict[str, Any], json_out: bool) -> None:
+    """The tarball is the release the node runs, and it is permanent: nothing to do. (One
+    that is current but not permanent is left to install, which says so: it may be in a
+    confirmation window.)"""
+    vsn = u["version"]
+    err_console.print(
+        f"note: release {vsn} is already current and permanent; nothing to do",
+        markup=False,
+        highlight=False,
+    )
+    emit(
+        {"unpack": u, "install": {"version": vsn, "already": True}, "make_permanent": None},
+        json_out=json_out,
+        human=lambda: say(f"{vsn} is permanent"),
     )
 
 

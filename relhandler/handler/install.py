@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relhandler.errors import InstallError, RelhandlerError
+from relhandler.errors import InstallError, ReleaseInputError, RelhandlerError
 from relhandler.release._systools_rc import RcError, check_op
 from relhandler.release.relup import describe_reason
 from relhandler.runtime import Node, Pid
@@ -41,6 +41,7 @@ from relhandler.runtime import sys as rsys
 from relhandler.runtime.application import AppController
 from relhandler.runtime.code import Prepared, Snapshot
 from relhandler.runtime.statecopy import copy_state
+from relhandler.runtime.statetype import Mismatch, declared_state_type, state_mismatch
 from relhandler.runtime.supervisor import peek_groups
 from relhandler.terms import from_term, to_term
 
@@ -240,21 +241,80 @@ class _TrialThread:
         self._jobs.put(None)
 
 
+class _ShapeError(Exception):
+    """A trial ``code_change`` returned a state that does not match the declared type."""
+
+    def __init__(self, mismatch: Mismatch) -> None:
+        super().__init__(str(mismatch))
+        self.mismatch = mismatch
+
+
+class _Async:
+    """An async trial ``code_change``: its coroutine, awaited on the loop by the preflight."""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: types.CoroutineType[Any, Any, Any]) -> None:
+        self.coro = coro
+
+
+def _check_shape(state: Any, declared: Any | None) -> None:
+    if declared is not None:
+        m = state_mismatch(state, declared)
+        if m is not None:
+            raise _ShapeError(m)
+
+
 def _trial_code_change(
-    f: Callable[..., Any], ctx: contextvars.Context | None, args: tuple[Any, ...]
-) -> None:
+    f: Callable[..., Any],
+    ctx: contextvars.Context | None,
+    args: tuple[Any, ...],
+    declared: Any | None = None,
+) -> _Async | None:
     """One trial ``code_change`` (in the worker thread), by the behaviour's own contract
     (``SysState.code_change_with``), in the process's context; raises what the real one
-    would."""
+    would, or ``_ShapeError`` when the new state does not match ``declared``. An async
+    one is returned unrun, for the loop to await."""
     r = f(*args) if ctx is None else ctx.run(f, *args)
     if isinstance(r, types.CoroutineType):
-        r.close()  # async code_change: not run by the preflight
+        return _Async(r)
+    _check_shape(r, declared)
+    return None
+
+
+class _AsyncEscaped(Exception):
+    """``SystemExit``/``KeyboardInterrupt`` out of an async trial, carried as an ordinary
+    exception (asyncio would re-raise them out of the loop from a task)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def _contained(coro: Any) -> Any:
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as e:
+        raise _AsyncEscaped(e) from None
 
 
 def _being_cancelled() -> bool:
     """True if the running task has a cancellation under way (not user code raising one)."""
     t = asyncio.current_task()
     return t is not None and t.cancelling() > 0
+
+
+def _failure_row(k: int, mod: str, pid: str, err: BaseException) -> dict[str, Any]:
+    """A preflight row for a trial ``code_change`` that raised or returned the wrong shape."""
+    row: dict[str, Any] = {"instruction": k, "module": mod, "pid": pid, "function": "code_change"}
+    if isinstance(err, _ShapeError):
+        m = err.mismatch
+        row["error"] = f"returned a state that does not match {m.type_name}: {m.detail}"
+        row["field"] = m.field
+        row["state_type"] = m.type_name
+    else:
+        row["error"] = f"{type(err).__name__}: {err}"
+    return row
 
 
 def _spec_groups(node: Node) -> Iterator[tuple[Pid | None, Any, list[Pid], Any]]:
@@ -426,7 +486,7 @@ class Installer:
         before, after = self._split()
         for i in after:
             if _tag(i) not in AFTER_PNR:
-                raise InstallError(
+                raise ReleaseInputError(
                     f"illegal instruction after point_of_no_return: {_text(i)}",
                     code="illegal_instruction_after_point_of_no_return",
                 )
@@ -448,7 +508,7 @@ class Installer:
                 for m in mods:
                     path = _module_file(base, m)
                     if path is None:
-                        raise InstallError(
+                        raise ReleaseInputError(
                             f"no such file for module {m!r} of {app} {vsn} in {base}",
                             code="no_such_file",
                         )
@@ -509,6 +569,7 @@ class Installer:
                 _sys.modules.pop(name, None)
 
     def _runaway_row(self, k: int, mod: str, pid: str, what: str, r: _Runaway) -> dict[str, Any]:
+        """A row for a callback that overran its timeout (``what``: which one)."""
         t = self.code_change_timeout(mod)
         log.error(
             "preflight: %s %s (process %s) did not return within %ss; abandoned in its thread",
@@ -521,7 +582,8 @@ class Installer:
             "instruction": k,
             "module": mod,
             "pid": pid,
-            "error": f"{what} {mod} did not return within {t}s (a runaway, abandoned; if it "
+            "error": f"{what} {mod} did not return within {t}s "
+            f"({'cancelled' if what.startswith('async') else 'a runaway, abandoned'}; if it "
             f"is only slow, raise --code-change-timeout)",
             "timeout": True,
         }
@@ -543,6 +605,17 @@ class Installer:
                     sm = scratch[m] = await self._scratch(worker, m)
                 return sm
             return code.current(m) if code.is_loaded(m) else None
+
+        async def declared_of(m: str) -> Any | None:
+            """The state type the version being installed declares for ``m`` (its new
+            code, up or down); None if none, or if that code cannot be executed here (the
+            load reports it)."""
+            if m not in self.prepared:
+                return declared_state_type(code.current(m)) if code.is_loaded(m) else None
+            sm = scratch.get(m)
+            if sm is None:
+                sm = scratch[m] = await self._scratch(worker, m)
+            return declared_state_type(sm)
 
         for k, i in enumerate(self.terms):
             tag = _tag(i)
@@ -574,6 +647,15 @@ class Installer:
                     continue
                 if fn_mod is None:
                     continue
+                try:
+                    declared = await declared_of(mod)
+                except _Runaway as r:
+                    failures.append(self._runaway_row(k, mod, "-", "new code of", r))
+                    return failures
+                except BaseException as e:
+                    if isinstance(e, asyncio.CancelledError) and _being_cancelled():
+                        raise
+                    declared = None
                 vsn = self._code_change_vsn(mode, mod, before_load=mod not in loaded_before)
                 todo = [
                     p
@@ -601,6 +683,8 @@ class Installer:
                     # only here do they hold still), then run its code_changes in the thread
                     batch: list[Pid] = []
                     calls: list[Callable[[], Any]] = []
+                    ctxs: list[contextvars.Context | None] = []
+                    shapes: list[Any | None] = []
                     t0 = time.perf_counter()
                     while n < len(todo) and (not batch or time.perf_counter() - t0 < YIELD_EVERY):
                         p = todo[n]
@@ -627,6 +711,10 @@ class Installer:
                         else:
                             state = trial_copy(p.sys.state)
                         batch.append(p.pid)
+                        ctxs.append(p.ctx)
+                        # a declared state type is a GenServer's (module docs: statetype)
+                        shape = declared if p.behaviour == "gen_server" else None
+                        shapes.append(shape)
                         # the behaviour knows its code_change contract (gen_statem: state
                         # and data; gen_event: each handler of the module); it runs in the
                         # process's context (a copy: the thread enters it)
@@ -636,6 +724,7 @@ class Installer:
                                 p.sys.code_change_with,
                                 p.ctx.copy() if p.ctx is not None else None,
                                 (cb, mod, vsn, state, extra),
+                                shape,
                             )
                         )
                     try:
@@ -645,17 +734,47 @@ class Installer:
                             self._runaway_row(k, mod, str(batch[r.index]), "code_change of", r)
                         )
                         return failures
-                    for pid, (ok, err) in zip(batch, outcomes, strict=True):
+                    for j, (pid, (ok, got)) in enumerate(zip(batch, outcomes, strict=True)):
+                        if ok and isinstance(got, _Async):
+                            ok, got = await self._trial_async(got, ctxs[j], timeout, shapes[j])
+                            if not ok and isinstance(got, _Runaway):
+                                for _, rest in outcomes[j + 1 :]:
+                                    if isinstance(rest, _Async):
+                                        rest.coro.close()
+                                failures.append(
+                                    self._runaway_row(k, mod, str(pid), "async code_change of", got)
+                                )
+                                return failures
                         if not ok:
-                            failures.append(
-                                {
-                                    "instruction": k,
-                                    "module": mod,
-                                    "pid": str(pid),
-                                    "error": f"{type(err).__name__}: {err}",
-                                }
-                            )
+                            failures.append(_failure_row(k, mod, str(pid), got))
         return failures
+
+    async def _trial_async(
+        self,
+        job: _Async,
+        ctx: contextvars.Context | None,
+        timeout: float | None,
+        declared: Any | None,
+    ) -> tuple[bool, Any]:
+        """Await an async trial ``code_change`` on the loop, in (a copy of) the process's
+        context and under its timeout, as the install will: ``(True, None)`` or
+        ``(False, error)`` (a ``_Runaway`` when it overran: it is cancelled)."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        ctx = ctx.copy() if ctx is not None else contextvars.copy_context()
+        task = loop.create_task(_contained(job.coro), context=ctx)
+        try:
+            new = await asyncio.wait_for(task, timeout)
+            _check_shape(new, declared)
+        except TimeoutError:
+            return False, _Runaway(0, time.perf_counter() - t0)
+        except _AsyncEscaped as e:
+            return False, e.error
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError) and _being_cancelled():
+                raise
+            return False, e
+        return True, None
 
     async def _scratch(self, worker: _TrialThread, name: str) -> types.ModuleType:
         """Execute the new code of ``name`` in a scratch module, in the worker thread."""

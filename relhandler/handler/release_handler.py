@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relhandler.errors import InstallError, ReleaseError, RelhandlerError
+from relhandler.errors import InstallError, ReleaseError, ReleaseInputError, RelhandlerError
 from relhandler.handler import journal, store
 from relhandler.handler import unpack as unpacking
 from relhandler.handler.boot import BootedRelease, code_path, load_release
@@ -89,12 +89,19 @@ def _refuse_on(failures: list[dict[str, Any]]) -> None:
             code="preflight_timeout",
             details={"failures": failures},
         )
-    pids = ", ".join(f["pid"] for f in failures[:5])
-    more = "…" if len(failures) > 5 else ""
+    first = failures[0]
+    fn = f"{first['module']}.{first.get('function', 'code_change')}"
+    key = (first["module"], first.get("function"))
+    same = [f for f in failures if (f["module"], f.get("function")) == key]
+    pids = ", ".join(f["pid"] for f in same[:5])
+    more = "…" if len(same) > 5 else ""
+    others = len(failures) - len(same)
+    rest = f"; {others} more failure(s) elsewhere (--json lists them)" if others else ""
     raise InstallError(
-        f"preflight: code_change would raise in {len(failures)} process(es) ({pids}{more}): "
-        f"{failures[0]['error']}; nothing was changed",
+        f"preflight: {fn} would fail in {len(same)} process(es) ({pids}{more}): "
+        f"{first['error']}; nothing was changed{rest}",
         code="preflight_failed",
+        hint=f"fix {fn} in the new version, rebuild it, then remove and unpack it again",
         details={"failures": failures},
     )
 
@@ -290,7 +297,12 @@ class ReleaseHandler:
             rec = self.releases.require(u.version)
             if not u.already:
                 log.info("unpacked release %s", u.version)
-            return {"version": u.version, "status": rec.status, "already": u.already}
+            return {
+                "version": u.version,
+                "status": rec.status,
+                "already": u.already,
+                "current": self.current,
+            }
 
     # -- install -----------------------------------------------------------------------------
     def _script(self, vsn: str) -> tuple[list[Any], str, str]:
@@ -306,7 +318,7 @@ class ReleaseHandler:
             e = read_relup(down_path).down_to(vsn)
             if e is not None:
                 return list(e.instructions), "down", vsn
-        raise ReleaseError(
+        raise ReleaseInputError(
             f"no relup leads from {cur} to {vsn}: neither releases/{vsn}/relup.toml has an up "
             f"entry from {cur} nor releases/{cur}/relup.toml a down entry to {vsn}; run "
             f"`relhandler relup --to {vsn} --from {cur}`",
@@ -316,6 +328,15 @@ class ReleaseHandler:
     def _installer(
         self, vsn: str, opts: InstallOptions, progress: Progress | None
     ) -> tuple[Installer, BootedRelease, str, str]:
+        if self.releases.get(vsn) is None:
+            known = ", ".join(r.version for r in self.releases.releases)
+            name = self.booted.release.name
+            raise ReleaseInputError(
+                f"release {vsn} is not unpacked on this node (known: {known}); unpack it "
+                f"first: `relhandler unpack _build/rel/{name}-{vsn}.tar.gz` (or `relhandler "
+                f"upgrade TARBALL`, which unpacks, installs and makes it permanent)",
+                code="no_such_release",
+            )
         rec = self.releases.require(vsn)
         if vsn == self.current:
             raise ReleaseError(
@@ -328,7 +349,7 @@ class ReleaseHandler:
         def lib_dir(app: str, app_vsn: str) -> Path:
             ra = target.release.app(app)
             if ra is None or ra.version != app_vsn:
-                raise InstallError(
+                raise ReleaseInputError(
                     f"load_object_code names {app} {app_vsn}, but release {vsn} has "
                     f"{app} {ra.version if ra else 'not at all'}",
                     code="bad_lib_vsn",

@@ -25,7 +25,7 @@ from typing import Any, Literal, cast
 
 import tomli_w
 
-from relhandler.errors import ConfigError, ReleaseError
+from relhandler.errors import ConfigError, ReleaseError, ReleaseInputError
 from relhandler.release.model import check_name
 
 __all__ = [
@@ -90,7 +90,9 @@ class Releases:
         r = self.get(vsn)
         if r is None:
             known = ", ".join(x.version for x in self.releases) or "none"
-            raise ReleaseError(f"no such release {vsn!r} (known: {known})", code="no_such_release")
+            raise ReleaseInputError(
+                f"no such release {vsn!r} (known: {known})", code="no_such_release"
+            )
         return r
 
     def with_status(self, status: str) -> tuple[ReleaseRecord, ...]:
@@ -122,7 +124,9 @@ class Releases:
     # -- pure transitions (OTP's status table, otp/semantics.md §6.2) -------------
     def add_unpacked(self, rec: ReleaseRecord) -> Releases:
         if self.get(rec.version) is not None:
-            raise ReleaseError(f"release {rec.version!r} already exists", code="existing_release")
+            raise ReleaseInputError(
+                f"release {rec.version!r} already exists", code="existing_release"
+            )
         return Releases((replace(rec, status="unpacked"), *self.releases))
 
     def set_current(self, vsn: str) -> Releases:

@@ -19,7 +19,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from relhandler.errors import ReleaseError, TarballError, UsageError
+from relhandler.errors import ReleaseError, ReleaseInputError, TarballError, UsageError
 from relhandler.handler import journal, store
 from relhandler.release.model import ReleaseSpec
 from relhandler.release.tarball import (
@@ -105,10 +105,10 @@ def add_release(
 
     An existing identical lib dir is kept; a different one is refused."""
     if rels.get(v.version) is not None:
-        raise ReleaseError(f"release {v.version!r} already exists", code="existing_release")
+        raise ReleaseInputError(f"release {v.version!r} already exists", code="existing_release")
     rel_dir = f"releases/{v.version}"
     if os.path.lexists(root / rel_dir):
-        raise ReleaseError(
+        raise ReleaseInputError(
             f"{root / rel_dir} exists but RELEASES.toml does not list it (not left by "
             f"relhandler: move it out of the root, then {op} again)",
             code="existing_release",
@@ -118,7 +118,7 @@ def add_release(
         target = root / d
         if os.path.lexists(target):
             if not dir_matches(target, v, d):
-                raise ReleaseError(
+                raise ReleaseInputError(
                     f"{target} exists with different content; a lib dir is never overwritten "
                     f"(give the changed application a new version)",
                     code="lib_dir_conflict",
@@ -168,7 +168,7 @@ def deploy(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unp
     if rels.releases:
         if [r.version for r in rels.releases] == [v.version] and same_as_installed(v, root):
             return Unpacked(v.version, v.release.name, (), already=True)
-        raise ReleaseError(
+        raise ReleaseInputError(
             f"{root} already has releases ({', '.join(r.version for r in rels.releases)}); "
             f"deploy is for a first install — use `relhandler unpack` / `upgrade` on the node",
             code="already_deployed",
@@ -189,13 +189,22 @@ def unpack(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unp
     v = verify_tarball(tarball, limits=limits)
     rels = store.read_releases(root)
     _check_fits(v, rels)
-    if rels.get(v.version) is not None:
+    rec = rels.get(v.version)
+    if rec is not None:
         if same_as_installed(v, root):
             return Unpacked(v.version, v.release.name, (), already=True)
-        raise ReleaseError(
-            f"release {v.version} already exists with different content; "
-            f"give the new build a new version",
+        if rec.status == "unpacked":
+            # typically a rebuild after a failed upgrade (the relup was forgotten)
+            fix = (
+                f"it was never installed: remove it with `relhandler remove {v.version}` "
+                f"and unpack again, or run `relhandler upgrade {tarball} --replace`"
+            )
+        else:
+            fix = f"it is {rec.status} on this node: give the new build a new version"
+        raise ReleaseInputError(
+            f"release {v.version} is already on this node with different content; {fix}",
             code="existing_release",
+            details={"version": v.version, "status": rec.status},
         )
     _, written = add_release(v, root, rels)
     return Unpacked(v.version, v.release.name, tuple(written))

@@ -149,17 +149,20 @@ def parse_appup(data: Mapping[str, Any], where: str = "appup") -> Appup:
     return Appup(version, up, down, where)
 
 
-def read_appup(path: Path) -> Appup:
+def read_appup(path: Path, *, shown_as: str | None = None) -> Appup:
+    """Read and validate an appup file; messages name it as ``shown_as`` (the user's own
+    file, when ``path`` is a built copy of it) or as ``path``."""
+    where = shown_as or str(path)
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError as e:
         raise AppupError(
-            f"{path}: no appup file; write one or run `relhandler appup generate`", code="no_appup"
+            f"{where}: no appup file; write one or run `relhandler appup generate`", code="no_appup"
         ) from e
     except tomllib.TOMLDecodeError as e:
-        raise AppupError(f"{path}: {e} — fix the TOML syntax") from e
-    return parse_appup(data, str(path))
+        raise AppupError(f"{where}: {e} — fix the TOML syntax") from e
+    return parse_appup(data, where)
 
 
 def dump_appup(a: Appup) -> str:

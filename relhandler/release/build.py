@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from relhandler.errors import ConfigError
+from relhandler.release.appup import read_appup
 from relhandler.release.config import BuildConfig, read_config
 from relhandler.release.deps import HotLib, install_deps, move_hot, resolve_wheels, wheel_cache
 from relhandler.release.imports import missing_imports
@@ -205,6 +207,15 @@ def _rel(p: Path, base: Path) -> str:
         return str(p)
 
 
+def _validate_appup(path: Path) -> None:
+    """A broken appup fails the build, naming the project's file (as ``check`` would)."""
+    try:
+        shown_as = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else None
+    except ValueError:
+        shown_as = None
+    read_appup(path, shown_as=shown_as)
+
+
 def release_dirs(rel: ReleaseSpec) -> list[str]:
     """The directories (relative to the root) a release's tarball holds."""
     dirs = [f"releases/{rel.version}", *(f"lib/{a.dir_name}" for a in rel.apps)]
@@ -242,6 +253,7 @@ def build(
             shutil.rmtree(d)
         _copy_package(app.path, d / app.package)
         if app.appup is not None:
+            _validate_appup(app.appup)
             shutil.copyfile(app.appup, d / f"{app.name}.appup.toml")
         spec = AppSpec(
             app.name, app.version, app.modules, app.applications, app.start, dict(app.env)

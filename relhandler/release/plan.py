@@ -20,6 +20,7 @@ from relhandler.release.appup import Appup, read_appup, select
 from relhandler.release.appup_gen import library_appup
 from relhandler.release.model import AppSpec, ReleaseSpec, read_app, read_release
 from relhandler.release.relup import AppInfo, Relup, RelupEntry, translate_scripts
+from relhandler.release.sources import shown
 from relhandler.release.tarball import extract_into, verify_tarball
 
 __all__ = [
@@ -60,7 +61,8 @@ class ReleaseSource:
     def appup(self, app: str) -> Appup:
         a = self.spec.app(app)
         assert a is not None
-        return read_appup(self.lib_dir(app) / f"{app}.appup.toml")
+        path = self.lib_dir(app) / f"{app}.appup.toml"
+        return read_appup(path, shown_as=shown(path))
 
 
 _tmpdirs: list[tempfile.TemporaryDirectory[str]] = []

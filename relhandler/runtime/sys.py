@@ -89,7 +89,7 @@ class SysState:
             raise ProcessError(f"{module} has no code_change; use a soft update")
         r = fn(old_vsn, state, extra)
         if isinstance(r, CoroutineType):
-            return r
+            return _checked_code_change(r, module)
         if not (isinstance(r, tuple) and len(r) == 2 and r[0] == "ok"):
             raise ProcessError(f"{module}.code_change returned {r!r}; expected ('ok', new_state)")
         return r[1]
@@ -376,6 +376,14 @@ async def change_code_many(
             continue
         s.state = new
     return errors
+
+
+async def _checked_code_change(coro: Any, module: str) -> Any:
+    """The new state of an async gen_server-contract ``code_change``."""
+    r = await coro
+    if not (isinstance(r, tuple) and len(r) == 2 and r[0] == "ok"):
+        raise ProcessError(f"{module}.code_change returned {r!r}; expected ('ok', new_state)")
+    return r[1]
 
 
 class _Escaped(Exception):

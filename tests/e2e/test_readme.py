@@ -74,6 +74,7 @@ def stop(venv: Path, root: Path) -> None:
     )
 
 
+@pytest.mark.timeout(300)  # the first test to use it also pays for the fresh venv
 def test_readme_tour_runs_as_written(tmp_path: Path, fresh_venv: Path) -> None:
     blocks = tour_blocks()
     assert len(blocks) >= 3

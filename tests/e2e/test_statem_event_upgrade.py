@@ -233,12 +233,17 @@ DOOR_V3 = DOOR_V2.replace('__vsn__ = "2"', '__vsn__ = "3"').replace(
     '        return ("ok", state.upper(), {**data, "log": [extra["note"]]})',
     '        raise ValueError("door cannot migrate %r" % (state,))',
 )
-# 4.0.0: the handler's async code_change fails for real (the preflight runs sync ones
-# only), after the machine has migrated: the install must roll both back, by value
+# 4.0.0: the handler's async code_change fails for real, after the machine has migrated:
+# the install must roll both back, by value. It passes its first call (the preflight's
+# trial) and fails the next (the install's): a failure no trial could foresee. The count
+# lives in sys, shared by the preflight's scratch copy of the module and the loaded one.
 HANDLER_V4 = HANDLER_V2.replace('__vsn__ = "2"', '__vsn__ = "4"').replace(
     "    def code_change(old_vsn, s, extra):",
     "    async def code_change(old_vsn, s, extra):\n"
-    '        raise RuntimeError("handler cannot migrate")',
+    "        import sys\n"
+    '        n = sys.__dict__["_fx_handler_cc"] = sys.__dict__.get("_fx_handler_cc", 0) + 1\n'
+    "        if n > 1:\n"
+    '            raise RuntimeError("handler cannot migrate")',
 )
 
 

@@ -11,6 +11,7 @@ def test_init_and_count():
 
 def test_code_change_keeps_state():
     assert server.code_change("0.1.0", {"count": 1}, []) == ("ok", {"count": 1})
+    assert server.code_change(("down", "0.1.0"), {"count": 1}, []) == ("ok", {"count": 1})
 
 
 def test_code_change_round_trips():

@@ -1,6 +1,16 @@
 """A GenServer: a counter that greets. State is plain data; code_change migrates it."""
 
+from typing import TypedDict
+
 from relhandler.runtime import current_node, gen_server
+
+
+class State(TypedDict):
+    """The server's state. An install checks every migrated state against the new
+    version's State and refuses it, naming the field, when it does not match: give State a
+    key, and code_change must add it."""
+
+    count: int
 
 
 def start_link():
@@ -17,7 +27,7 @@ async def count():
 
 
 # callbacks
-def init(args):
+def init(args) -> tuple[str, State]:
     return ("ok", {"count": 0})
 
 
@@ -36,4 +46,8 @@ def handle_cast(msg, state):
 
 
 def code_change(old_vsn, state, extra):
-    return ("ok", state)
+    """Migrate a running process's state to this version's State (an upgrade from
+    ``old_vsn``), or back to the older version's shape (a downgrade: ``("down", vsn)``)."""
+    if isinstance(old_vsn, tuple) and old_vsn[0] == "down":
+        return ("ok", {"count": state["count"]})  # only the keys the older version knows
+    return ("ok", {"count": 0, **state})  # a default for each key the old state lacks
