@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relhandler.control.node_ops import jsonable, run_in_process
-from relhandler.errors import ProcessError, ReleaseError, UsageError
+from relhandler.errors import ProcessError, ReleaseInputError, UsageError
 from relhandler.handler.install import find_processes
 from relhandler.release.relup import read_relup
 from relhandler.runtime import gen_server
@@ -112,7 +112,7 @@ def register(ops: dict[str, Op], main: NodeMain) -> None:
         path = Path(main.root) / "releases" / new / "relup.toml"
         entry = read_relup(path).down_to(old) if path.exists() else None
         if entry is None:
-            raise ReleaseError(
+            raise ReleaseInputError(
                 f"release {new} has no relup down to {old}; run "
                 f"`relhandler relup --to {new} --from {old}`",
                 code="no_matching_relup",

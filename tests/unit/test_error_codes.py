@@ -43,6 +43,9 @@ EXPECTED: dict[str, int] = {
     "no_matching_relup": INPUT,  # the release has no relup for this path: run relup
     "bad_lib_vsn": INPUT,  # the relup names an app version the release does not have
     "illegal_instruction_after_point_of_no_return": INPUT,  # a hand-written relup
+    "missing_import": INPUT,  # the app imports a package the release does not bundle
+    "no_session": INPUT,
+    "verify_restart_relup": INPUT,  # nothing hot to rehearse
     # the operation failed or the node said no (rolled back, refused, check problems)
     "already_installed": FAILED,
     "already_running": FAILED,
@@ -58,6 +61,8 @@ EXPECTED: dict[str, int] = {
     "release": FAILED,
     "rollback_failed": FAILED,
     "stop_timeout": FAILED,
+    "restart_failed": FAILED,
+    "verify_boot_failed": FAILED,
     "suspend_timeout": FAILED,
     "error": FAILED,
     "internal": FAILED,
@@ -103,6 +108,7 @@ EXPECTED: dict[str, int] = {
     # the node is not there, or would not let us in
     "auth": UNREACHABLE,
     "unreachable": UNREACHABLE,
+    "restart_timeout": UNREACHABLE,  # the restarted node did not come back
 }
 
 

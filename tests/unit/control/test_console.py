@@ -195,10 +195,17 @@ async def test_an_interrupt_never_stops_a_reload_halfway(tmp_path: Path) -> None
             + "\nimport asyncio\n\nasync def code_change(old, state, extra):\n"
             "    await asyncio.sleep(0.3)\n    return ('ok', {'n': state['n'], 'v': 2})\n"
         )
+        v1 = node.code.vsn(mod)
         task = asyncio.ensure_future(
             consoles.eval({"session": sid, "source": f"await reload({mod!r})"})
         )
-        await asyncio.sleep(0.1)  # the reload is under way, in code_change
+        # the reload is under way, in code_change: past the preflight (which awaits a trial
+        # of the async code_change first), the new code loaded
+        for _ in range(500):
+            if node.code.vsn(mod) != v1:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         assert consoles.interrupt({"session": sid}) == {"interrupted": True}
         assert (await task)["error_type"] == "KeyboardInterrupt"
         # the reload goes on without the shell: the new code_change migrates the state
