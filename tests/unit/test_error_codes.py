@@ -44,6 +44,7 @@ EXPECTED: dict[str, int] = {
     "bad_lib_vsn": INPUT,  # the relup names an app version the release does not have
     "illegal_instruction_after_point_of_no_return": INPUT,  # a hand-written relup
     "missing_import": INPUT,  # the app imports a package the release does not bundle
+    "equal_version": INPUT,
     "no_session": INPUT,
     "verify_restart_relup": INPUT,  # nothing hot to rehearse
     # the operation failed or the node said no (rolled back, refused, check problems)
