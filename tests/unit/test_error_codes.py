@@ -26,6 +26,7 @@ EXPECTED: dict[str, int] = {
     "bad_tarball": INPUT,
     "config": INPUT,
     "insecure_permissions": INPUT,
+    "weak_cookie": INPUT,
     "no_appup": INPUT,
     "no_relup": INPUT,
     "relup": INPUT,
