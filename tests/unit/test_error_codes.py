@@ -46,6 +46,7 @@ EXPECTED: dict[str, int] = {
     "illegal_instruction_after_point_of_no_return": INPUT,  # a hand-written relup
     "missing_import": INPUT,  # the app imports a package the release does not bundle
     "equal_version": INPUT,
+    "dep_conflict": INPUT,  # a bundled dependency at another version than the node's
     "no_session": INPUT,
     "verify_restart_relup": INPUT,  # nothing hot to rehearse
     # the operation failed or the node said no (rolled back, refused, check problems)
@@ -65,6 +66,10 @@ EXPECTED: dict[str, int] = {
     "stop_timeout": FAILED,
     "restart_failed": FAILED,
     "verify_boot_failed": FAILED,
+    "confirm_failed": FAILED,
+    "confirm_pending": FAILED,  # the node holds a release for confirmation
+    "not_pending": FAILED,
+    "reverted": FAILED,  # not confirmed in its window: the node went back
     "suspend_timeout": FAILED,
     "error": FAILED,
     "internal": FAILED,
