@@ -139,14 +139,18 @@ def upgrade_confirmed(
 ) -> None:
     """``upgrade --confirm-within``: install with a window, then (unless --no-wait) wait
     for its outcome. The node owns the window: killing this process changes nothing."""
+    from relhandler.cli.release_cmds import _node_finishes
+
     vsn = unpacked["version"]
-    i = node_call(
-        root,
-        "install",
-        {**args, "confirm_within": within, "health": health},
-        json_out=json_out,
-        timeout=LONG,
-    )
+    then = "; the confirm window goes on in the node, whatever happens to this command"
+    with _node_finishes(f"install of {vsn}", json_out, then):
+        i = node_call(
+            root,
+            "install",
+            {**args, "confirm_within": within, "health": health},
+            json_out=json_out,
+            timeout=LONG,
+        )
     w = i.get("confirm") or {}
     if not wait:
         emit(
@@ -159,7 +163,10 @@ def upgrade_confirmed(
         if "ms" in i:
             say(f"installed {vsn} (from {i['from']}, {i['mode']}) in {i['ms']:.1f} ms")
         say(_window_line(w))
-    w = node_call(root, "confirm_wait", {"version": vsn}, json_out=json_out, timeout=within + LONG)
+    with _node_finishes(f"confirm window of {vsn}", json_out, then):
+        w = node_call(
+            root, "confirm_wait", {"version": vsn}, json_out=json_out, timeout=within + LONG
+        )
     out = {"unpack": unpacked, "install": i, "confirm": w}
     if w["state"] in ("reverted", "revert_failed"):
         if json_out:

@@ -33,6 +33,8 @@ from relhandler.errors import NoSuchModuleError, ReleaseError, RelhandlerError, 
 from relhandler.handler.events import EventLog, reason_text
 from relhandler.handler.install import InstallOptions
 from relhandler.release.config import read_verify
+from relhandler.runtime import Pid
+from relhandler.runtime import exit as exit_process
 
 if TYPE_CHECKING:
     from relhandler.handler.release_handler import ReleaseHandler
@@ -128,12 +130,17 @@ async def run_health(
     for check in checks:
         t0 = time.perf_counter()
         error: str | None = None
+        pids: list[Pid] = []
         try:
-            r = await asyncio.wait_for(_call(h, check), timeout)
+            r = await asyncio.wait_for(_call(h, check, pids), timeout)
             if r is False:
                 error = "returned False"
         except TimeoutError:
             error = f"no answer within {timeout:g}s"
+            for pid in pids:  # a check that hangs does not stay behind
+                with contextlib.suppress(RelhandlerError):
+                    h.node.bind()
+                    exit_process(pid, "kill")
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # SystemExit from a check is a failed check
@@ -147,7 +154,7 @@ async def run_health(
     return out
 
 
-async def _call(h: ReleaseHandler, check: str) -> Any:
+async def _call(h: ReleaseHandler, check: str, pids: list[Pid]) -> Any:
     mod, _, fun = check.partition(":")
     node = h.node
     code = node.code
@@ -177,7 +184,7 @@ async def _call(h: ReleaseHandler, check: str) -> Any:
                 fut.set_exception(e)
             raise
 
-    node.spawn(body, initial_call=f"health {check}")
+    pids.append(node.spawn(body, initial_call=f"health {check}"))
     return await fut
 
 
