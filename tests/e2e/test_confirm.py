@@ -196,6 +196,12 @@ def test_a_failing_health_check_reverts_at_once(
     assert r.returncode == 0, r.stderr
     until(lambda: window(root)["health_rounds_passed"] >= 2)
     assert statuses(root)["2.0.0"] == "current"
+    # the same checks on demand (the control op tools use): one health event each
+    once = call(root, "health")
+    assert once["ok"] and [c["check"] for c in once["checks"]] == [
+        "sample.counter:get",
+        "sample.health:check",
+    ]
     flag.touch()
     t0 = time.monotonic()
     w = until(lambda: (w := window(root))["state"] != "pending" and w)
