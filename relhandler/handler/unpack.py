@@ -11,7 +11,10 @@ operation, so the same unpack can simply be run again.
 from __future__ import annotations
 
 import os
+import pickle
 import platform
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +54,44 @@ def record_of(rel: ReleaseSpec, status: store.Status) -> store.ReleaseRecord:
         tuple(store.AppRecord(a.name, a.version, f"lib/{a.dir_name}") for a in rel.apps),
         rel.deps,
     )
+
+
+_VERIFY = """
+import pathlib, pickle, sys
+from relhandler.errors import RelhandlerError
+from relhandler.release.tarball import Limits, verify_tarball
+path, n, b, m = sys.argv[1:]
+try:
+    out = verify_tarball(pathlib.Path(path), limits=Limits(int(n), int(b), int(m)))
+except RelhandlerError as e:
+    out = e
+sys.stdout.buffer.write(pickle.dumps(out))
+"""
+
+
+def verify_apart(tarball: Path, *, limits: Limits = DEFAULT_LIMITS) -> VerifiedTarball:
+    """``verify_tarball`` in a child Python (isolated mode): the node's disk thread only
+    waits, so a hostile tarball's parsing never competes with the event loop for the GIL,
+    and its memory is the child's. Raises what ``verify_tarball`` raises."""
+    argv = [
+        sys.executable,
+        "-I",
+        "-c",
+        _VERIFY,
+        str(tarball.absolute()),
+        str(limits.max_members),
+        str(limits.max_bytes),
+        str(limits.max_meta_bytes),
+    ]
+    r = subprocess.run(argv, capture_output=True, check=False)
+    if r.returncode != 0 or not r.stdout:
+        tail = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise ReleaseError(f"unpack {tarball.name}: the verifier failed: {tail[0]}")
+    out = pickle.loads(r.stdout)  # our own child's answer, not bytes from the tarball
+    if isinstance(out, BaseException):
+        raise out
+    assert isinstance(out, VerifiedTarball)
+    return out
 
 
 def _check_fits(v: VerifiedTarball, rels: store.Releases) -> None:
@@ -186,7 +227,7 @@ def unpack(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unp
         journal.recover(root)
     except OSError as e:
         raise journal.io_error(f"unpack {tarball.name}", e, "pending") from e
-    v = verify_tarball(tarball, limits=limits)
+    v = verify_apart(tarball, limits=limits)
     rels = store.read_releases(root)
     _check_fits(v, rels)
     rec = rels.get(v.version)
