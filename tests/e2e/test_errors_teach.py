@@ -261,6 +261,7 @@ def test_8_without_a_declared_type_check_warns_init_changed(shop: Shop) -> None:
     ), warnings
 
 
+@pytest.mark.slow  # the positive path; the tour (test_readme) shows it in make test too
 def test_9_a_code_change_that_migrates_passes_and_the_count_survives(shop: Shop) -> None:
     shop.set_version("0.2.0")
     fixed = SERVER_V2.replace(
