@@ -156,9 +156,10 @@ def test_the_edit_loop(project: Path, dev: Pty) -> None:
             '{**state, "count": state["count"] + 1, "names": [*state["names"], request[1]]}',
         ),
         ('return ("ok", {"count": 0})', 'return ("ok", {"count": 0, "names": []})'),
+        ("    count: int\n", "    count: int\n    names: list[str]\n"),
         (
-            'extra):\n    return ("ok", state)',
-            'extra):\n    return ("ok", {**state, "names": ["?"]})',
+            'return ("ok", {"count": 0, **state})',
+            'return ("ok", {"count": 0, "names": ["?"], **state})',
         ),
     )
     dev.expect(rf"reloaded shop\.server sha256:[0-9a-f]{{16}}, migrated 1 \({re.escape(pid)}\), ")
@@ -169,8 +170,10 @@ def test_the_edit_loop(project: Path, dev: Pty) -> None:
 
     # a code_change that raises: refused by the preflight, nothing changed
     good = server.read_text()
-    edit(server, ('return ("ok", {**state, "names": ["?"]})', 'raise KeyError("names")'))
-    dev.expect(r"error: reload of shop\.server: preflight: code_change would raise in 1 ")
+    edit(server, ('return ("ok", {"count": 0, "names": ["?"], **state})', 'raise KeyError("n")'))
+    dev.expect(
+        r"error: reload of shop\.server: preflight: shop\.server\.code_change would fail in 1 "
+    )
     assert rpc(root, "relhandler.runtime.sys:get_state", "shop_server") == state
     save(server, good)  # back to what the node runs: nothing to load
 

@@ -14,19 +14,27 @@ from typing import Any
 import pytest
 
 from relhandler.control.client import Client
+from tests.e2e.test_release_handler import LATE
 from tests.fixtures.mkroot import NodeProc, cli, start_node
 
 pytestmark = pytest.mark.e2e
 
-MUTATING_CODE_CHANGE = """
+# worker 777's code_change passes the preflight's trial (on a copy) and fails in the
+# install, after changing the live dict in place: only a rollback by value undoes that
+MUTATING_CODE_CHANGE = (
+    LATE
+    + """
 async def code_change(old_vsn, state, extra):
     # the everyday Python idiom: change the dict in place and hand it back
     state["v2"] = True
-    state["id"] = -state["id"] if state["id"] == 777 else state["id"]
-    if state["id"] == -777:
-        raise RuntimeError("cannot migrate worker 777")
+    if state["id"] == 777:
+        late = _late(state)
+        state["id"] = -777
+        if late:
+            raise RuntimeError("cannot migrate worker 777")
     return ("ok", state)
 """
+)
 
 SUP_V2 = """
 def init(args):
