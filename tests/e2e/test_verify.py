@@ -101,6 +101,8 @@ def test_verify_json_reports_every_phase(sample_builds: Path) -> None:
     assert phases["boot"]["events"]["node.start"] == 1
     for name in ("upgrade", "downgrade", "upgrade-again"):
         assert phases[name]["events"]["install.end"] == 1
+        # its health checks ran through the node's health op: confirm-or-revert's events
+        assert phases[name]["events"]["health"] == 1
     [row] = rep["roundtrip"]  # type: ignore[misc]
     assert (row["module"], row["result"]) == ("sample.counter", "ok")
 
