@@ -25,8 +25,13 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# two workers, whole files each: module fixtures (builds, nodes) are not built twice;
+# PYTEST_WORKERS=0 runs serially
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 pytest: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 test: setup erlang lint typecheck docs pytest
 
@@ -37,7 +42,7 @@ docs: setup
 
 # everything, the slow fault-injection sweeps too (`make test` runs a sample of them)
 test-full: setup erlang lint typecheck docs
-	$(BIN)/python -m pytest -q -m '' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m '' $(XDIST) $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python -m sample_app.demo

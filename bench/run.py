@@ -336,7 +336,7 @@ def rh_upgrade(work: Path, n: int, builds: dict[int, Path], *, load: bool = True
     if n not in builds:
         builds[n] = build_fleet(work / f"build-{n}", n=n)
     out = builds[n]
-    root = work / f"root-{n}-{time.monotonic_ns()}"
+    root = work / f"r{n}-{time.monotonic_ns() % 10**9}"  # short: the socket path has a limit
     cli("deploy", str(out / "fleet-1.0.0.tar.gz"), "--root", str(root))
     cli("start", "--root", str(root), "--daemon")
     installer = Client(root, timeout=900)
