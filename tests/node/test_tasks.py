@@ -249,13 +249,18 @@ async def test_a_connection_opened_in_a_process_closes_when_it_is_killed() -> No
     async with Node() as node:
         srv, port, seen = await _eof_server()
 
+        sent: list[bool] = []
+
         async def body() -> None:
             _r, w = await asyncio.open_connection("127.0.0.1", port)
             w.write(b"hello")
+            await w.drain()
+            sent.append(True)
             await receive()  # holds the connection, never closes it
 
         pid = node.spawn(body)
-        await until(lambda: bool(node.processes[pid].transports))
+        # killed once it wrote (the transport exists before the write: a kill then sent nothing)
+        await until(lambda: bool(sent and node.processes[pid].transports))
         node._kill(node.processes[pid], "kill")
         assert await asyncio.wait_for(seen.get(), 5) == b"hello|EOF"
         srv.close()
