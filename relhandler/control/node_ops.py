@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import json
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from relhandler.errors import InputError, NoSuchModuleError, ProcessError, UsageError
 from relhandler.handler.reload import reload_module
 from relhandler.runtime import Node
+from relhandler.runtime.process import run_in_process
 
 if TYPE_CHECKING:
     from relhandler.control.daemon import NodeMain
@@ -41,26 +41,6 @@ def _module_arg(args: dict[str, Any]) -> str:
 
 def _which(node: Node, name: str) -> dict[str, Any]:
     return asdict(node.code.which(name))
-
-
-async def run_in_process(node: Node, fn: Any, *args: Any) -> Any:
-    """Run ``fn(*args)`` (sync or async) in a fresh process, like OTP's rpc; return its value."""
-    fut: asyncio.Future[Any] = node.loop.create_future()
-
-    async def body() -> None:
-        try:
-            r = fn(*args)
-            if asyncio.iscoroutine(r):
-                r = await r
-            if not fut.done():
-                fut.set_result(r)
-        except BaseException as e:
-            if not fut.done():
-                fut.set_exception(e)
-            raise
-
-    node.spawn(body, initial_call="rpc")
-    return await fut
 
 
 def make_ops(main: NodeMain) -> dict[str, Op]:

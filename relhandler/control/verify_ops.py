@@ -16,12 +16,13 @@ import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relhandler.control.node_ops import jsonable, run_in_process
+from relhandler.control.node_ops import jsonable
 from relhandler.errors import ProcessError, ReleaseInputError, UsageError
 from relhandler.handler.install import find_processes
 from relhandler.release.relup import read_relup
 from relhandler.runtime import gen_server
 from relhandler.runtime import sys as rsys
+from relhandler.runtime.process import run_in_process
 from relhandler.runtime.statecopy import copy_state
 
 if TYPE_CHECKING:

@@ -35,6 +35,7 @@ from relhandler.handler.install import InstallOptions
 from relhandler.release.config import read_verify
 from relhandler.runtime import Pid
 from relhandler.runtime import exit as exit_process
+from relhandler.runtime.process import run_in_process
 
 if TYPE_CHECKING:
     from relhandler.handler.release_handler import ReleaseHandler
@@ -170,22 +171,7 @@ async def _call(h: ReleaseHandler, check: str, pids: list[Pid]) -> Any:
         fn = getattr(target, fun)
     except (ImportError, AttributeError) as e:
         raise UsageError(f"health check {check}: {e}") from e
-    fut: asyncio.Future[Any] = node.loop.create_future()
-
-    async def body() -> None:
-        try:
-            r = fn()
-            if asyncio.iscoroutine(r):
-                r = await r
-            if not fut.done():
-                fut.set_result(r)
-        except BaseException as e:
-            if not fut.done():
-                fut.set_exception(e)
-            raise
-
-    pids.append(node.spawn(body, initial_call=f"health {check}"))
-    return await fut
+    return await run_in_process(node, fn, initial_call=f"health {check}", spawned=pids)
 
 
 def report_interrupted(root: Path, events: EventLog, booted: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from relhandler.errors import NotAProcessError
 from relhandler.runtime._kernel import (
@@ -25,6 +25,9 @@ from relhandler.runtime._kernel import (
     current_process,
     owner_process,
 )
+
+if TYPE_CHECKING:
+    from relhandler.runtime._kernel import Node
 
 __all__ = [
     "Exit",
@@ -41,6 +44,7 @@ __all__ = [
     "receive",
     "register",
     "registered",
+    "run_in_process",
     "self_pid",
     "send",
     "spawn",
@@ -261,3 +265,33 @@ async def _forward(p: Any, source: AsyncIterable[Any], tag: str, backlog: int) -
     except Exception as e:
         err = e
     p.deliver((tag + "_closed", err))
+
+
+async def run_in_process(
+    node: Node,
+    fn: Callable[..., Any],
+    *args: Any,
+    initial_call: str = "rpc",
+    spawned: list[Pid] | None = None,
+) -> Any:
+    """Run ``fn(*args)`` (sync or async) in a fresh process of ``node``, like OTP's rpc, and
+    return its value or raise what it raised. Called from outside any process (an op of the
+    control server); ``spawned`` receives the pid, for a caller that may have to kill it."""
+    fut: asyncio.Future[Any] = node.loop.create_future()
+
+    async def body() -> None:
+        try:
+            r = fn(*args)
+            if asyncio.iscoroutine(r):
+                r = await r
+            if not fut.done():
+                fut.set_result(r)
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e)
+            raise
+
+    pid = node.spawn(body, initial_call=initial_call)
+    if spawned is not None:
+        spawned.append(pid)
+    return await fut
