@@ -282,22 +282,6 @@ def _trial_code_change(
     return None
 
 
-class _AsyncEscaped(Exception):
-    """``SystemExit``/``KeyboardInterrupt`` out of an async trial, carried as an ordinary
-    exception (asyncio would re-raise them out of the loop from a task)."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-async def _contained(coro: Any) -> Any:
-    try:
-        return await coro
-    except (SystemExit, KeyboardInterrupt) as e:
-        raise _AsyncEscaped(e) from None
-
-
 def _being_cancelled() -> bool:
     """True if the running task has a cancellation under way (not user code raising one)."""
     t = asyncio.current_task()
@@ -762,13 +746,13 @@ class Installer:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         ctx = ctx.copy() if ctx is not None else contextvars.copy_context()
-        task = loop.create_task(_contained(job.coro), context=ctx)
+        task = loop.create_task(rsys.contained(job.coro), context=ctx)
         try:
             new = await asyncio.wait_for(task, timeout)
             _check_shape(new, declared)
         except TimeoutError:
             return False, _Runaway(0, time.perf_counter() - t0)
-        except _AsyncEscaped as e:
+        except rsys.Escaped as e:
             return False, e.error
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError) and _being_cancelled():

@@ -24,11 +24,13 @@ from relhandler.errors import NoProcError, ProcessError, SysError
 from relhandler.runtime._kernel import Pid, Process, current_node, fail_future
 
 __all__ = [
+    "Escaped",
     "SuspendResult",
     "SysRequest",
     "SysState",
     "change_code",
     "change_code_many",
+    "contained",
     "get_modules",
     "get_state",
     "get_status",
@@ -348,16 +350,16 @@ async def change_code_many(
             if isinstance(new, CoroutineType):  # an async code_change
                 try:
                     new = await asyncio.wait_for(
-                        loop.create_task(_contained(new), context=ctx)
+                        loop.create_task(contained(new), context=ctx)
                         if ctx is not None
-                        else _contained(new),
+                        else contained(new),
                         timeout,
                     )
                 except TimeoutError:
                     raise SysError(
                         f"code_change did not finish within {timeout}s", code="sys_timeout"
                     ) from None
-                except _Escaped as e:
+                except Escaped as e:
                     raise e.error from None
             elif timeout is not None and time.perf_counter() - t0 > timeout:
                 # a sync callback cannot be interrupted on the loop: its overrun is found
@@ -386,20 +388,23 @@ async def _checked_code_change(coro: Any, module: str) -> Any:
     return r[1]
 
 
-class _Escaped(Exception):
+class Escaped(Exception):
     """A ``SystemExit``/``KeyboardInterrupt`` out of an async callback, carried as an
-    ordinary exception: asyncio re-raises those two out of the loop from a task."""
+    ordinary exception: asyncio re-raises those two out of the loop from a task. The
+    original is ``.error``."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
         self.error = error
 
 
-async def _contained(coro: Any) -> Any:
+async def contained(coro: Any) -> Any:
+    """Await ``coro``, turning a ``SystemExit``/``KeyboardInterrupt`` into :class:`Escaped`
+    (wrap a user's async callback in this before making it a task)."""
     try:
         return await coro
     except (SystemExit, KeyboardInterrupt) as e:
-        raise _Escaped(e) from None
+        raise Escaped(e) from None
 
 
 def _cancelling() -> bool:
