@@ -23,11 +23,14 @@ from typing import Any
 import pytest
 
 from relhandler.control.client import Client
+from tests.fixtures.fleet_code import LATE
 from tests.fixtures.mkroot import NodeProc, cli, start_node
 
 pytestmark = pytest.mark.e2e
 
-V2_CODE = """
+V2_CODE = (
+    LATE
+    + """
 import asyncio as _asyncio
 import os as _os
 import sys as _sys
@@ -39,17 +42,6 @@ if _FAULT == "top_exit":
 if _FAULT == "top_kbd":
     raise KeyboardInterrupt
 
-
-# shared by every copy of this module (the preflight's scratch one, the loaded one)
-_SEEN = _sys.__dict__.setdefault("_fleet_cc_seen", set())
-
-
-def _late(state):
-    # from this worker's second code_change on: the install's, after the preflight's
-    if state["id"] in _SEEN:
-        return True
-    _SEEN.add(state["id"])
-    return False
 
 
 async def _async_cc(fault, state):
@@ -75,6 +67,7 @@ def code_change(old_vsn, state, extra):
         return ("ok", {"id": state["id"]})
     return ("ok", {**state, "v2": True})
 """
+)
 
 
 def j(*args: str) -> Any:

@@ -13,6 +13,7 @@ import pytest
 from relhandler.control.client import Client
 from relhandler.handler import store
 from relhandler.release.relup import read_relup
+from tests.fixtures.fleet_code import LATE
 from tests.fixtures.mkroot import NodeProc, cli, start_node
 
 pytestmark = pytest.mark.e2e
@@ -148,22 +149,6 @@ def test_remove_refuses_current_and_permanent_and_keeps_shared_lib_dirs(
 
 
 # hostile tarballs: tests/e2e/test_bad_inputs.py (one node for every kind)
-
-
-# a worker's second code_change is the install's, after the preflight's trial; the set
-# lives in sys, shared by the preflight's scratch copy of the module and the loaded one
-LATE = """
-import sys as _sys
-
-_SEEN = _sys.__dict__.setdefault("_fleet_cc_seen", set())
-
-
-def _late(state):
-    if state["id"] in _SEEN:
-        return True
-    _SEEN.add(state["id"])
-    return False
-"""
 
 
 def _fleet(tmp_path: Path, nodes: list[NodeProc], v2_code_change: str) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from relhandler.control.client import Client
-from tests.e2e.test_release_handler import LATE
+from tests.fixtures.fleet_code import LATE
 from tests.fixtures.mkroot import NodeProc, cli, start_node
 
 pytestmark = pytest.mark.e2e
