@@ -29,16 +29,18 @@ import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 from wsproto.utilities import LocalProtocolError as WsLocalError
+from wsproto.utilities import RemoteProtocolError as WsRemoteError
 
 from relhandler.runtime import current, sockets
 from relhandler.web.config import ListenerConfig
 
-__all__ = ["head_size", "serve_connection"]
+__all__ = ["ClientDisconnected", "head_size", "refusal", "serve_connection"]
 
 log = logging.getLogger("relhandler.web")
 
 ASGIApp = Callable[..., Awaitable[None]]
 READ = 65536
+WS_MAX_QUEUE = 32  # websocket messages read ahead of the app before reading pauses (uvicorn's)
 
 _date_cache: list[Any] = [0, b""]
 
@@ -59,8 +61,12 @@ def _phrase(status: int) -> bytes:
         return b""
 
 
-class _Closed(Exception):
-    """The peer went away (EOF or reset)."""
+class ClientDisconnected(OSError):
+    """The peer went away (EOF or reset). An app's ``send`` on a closed connection raises it:
+    ASGI 2.4 asks for an ``OSError`` there, and Starlette stops a stream on one."""
+
+
+_Closed = ClientDisconnected
 
 
 class _HeadTimeout(Exception):
@@ -71,6 +77,15 @@ def head_size(req: h11.Request) -> int:
     return len(req.target) + sum(len(k) + len(v) + 4 for k, v in req.headers)
 
 
+def refusal(e: WsRemoteError) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """The status and headers wsproto says a bad handshake gets (400, or 426 with the
+    version it speaks)."""
+    hint = e.event_hint
+    if isinstance(hint, wse.RejectConnection):
+        return hint.status_code, list(hint.headers)
+    return 400, []
+
+
 def _is_ws_upgrade(req: h11.Request) -> bool:
     upgrade = connection = b""
     for k, v in req.headers:
@@ -78,7 +93,7 @@ def _is_ws_upgrade(req: h11.Request) -> bool:
             upgrade = v.lower()
         elif k == b"connection":
             connection = v.lower()
-    return upgrade == b"websocket" and b"upgrade" in connection
+    return upgrade == b"websocket" and b"upgrade" in connection and req.method == b"GET"
 
 
 class _Conn:
@@ -169,9 +184,17 @@ class _Conn:
                 return ev
             return None
 
-    def simple_response(self, status: int, text: bytes, *, close: bool = True) -> None:
+    def simple_response(
+        self,
+        status: int,
+        text: bytes,
+        *,
+        close: bool = True,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         """A complete plain-text response (errors); the connection closes after it."""
         headers = [
+            *(extra or []),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(text)).encode()),
             (b"server", b"relhandler"),
@@ -179,8 +202,9 @@ class _Conn:
         ]
         if close:
             headers.append((b"connection", b"close"))
+        head = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
         try:
-            self.write(self.h11.send(h11.Response(status_code=status, headers=headers)))
+            self.write(self.h11.send(head))
             self.write(self.h11.send(h11.Data(data=text)))
             self.write(self.h11.send(h11.EndOfMessage()))
         except h11.LocalProtocolError:
@@ -189,7 +213,7 @@ class _Conn:
             fresh = h11.Connection(h11.SERVER)
             fresh.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             fresh.next_event()
-            self.write(fresh.send(h11.Response(status_code=status, headers=headers)))
+            self.write(fresh.send(head))
             self.write(fresh.send(h11.Data(data=text)))
             self.write(fresh.send(h11.EndOfMessage()))
 
@@ -230,7 +254,13 @@ async def serve_connection(
                 return
             app = _current_app(cfg)
             if _is_ws_upgrade(req):
-                await _WebSocket(c, req, app).run()
+                try:
+                    ws = _WebSocket(c, req, app)
+                except WsRemoteError as e:
+                    status, extra = refusal(e)
+                    c.simple_response(status, b"Unsupported upgrade request.", extra=extra)
+                    return
+                await ws.run()
                 return
             keep = await _HttpCycle(c, req, app).run()
             if not keep:
@@ -252,7 +282,10 @@ async def _finish_cycle(c: _Conn) -> bool:
     """Start the next request cycle; read an unread request body away first (bounded)."""
     budget = c.cfg.high_water
     while c.h11.their_state is h11.SEND_BODY and budget > 0:
-        ev = await c.body_event()
+        try:
+            ev = await c.body_event()
+        except h11.RemoteProtocolError:
+            return False  # a malformed body nobody read: the response is out, close
         if ev is None:
             return False
         if isinstance(ev, h11.Data):
@@ -297,6 +330,7 @@ class _HttpCycle:
         self.status = 200
         self.headers: list[tuple[bytes, bytes]] | None = []
         self.keep_alive = True
+        self.gone = False  # the connection is closed under the app (its sends raise)
         self.expect_100 = any(
             k == b"expect" and v.lower() == b"100-continue" for k, v in req.headers
         )
@@ -314,9 +348,14 @@ class _HttpCycle:
         except _Closed:
             return False
         except Exception:
+            if self.gone or self.c.writer.is_closing():  # what its client's leaving raised
+                log.debug("ASGI app ended by a disconnect on %s", scope["path"], exc_info=True)
+                return False
             log.exception("ASGI app raised on %s %s", scope["method"], scope["path"])
             if not self.started:
                 self.c.simple_response(500, b"Internal Server Error")
+            return False
+        if self.gone:
             return False
         if not self.started:
             log.error("ASGI app returned without a response for %s", scope["path"])
@@ -333,8 +372,22 @@ class _HttpCycle:
         if not self.body_done:
             if self.expect_100 and not self.started:
                 self.expect_100 = False
-                c.write(c.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
-            ev = await c.body_event()
+                c.write(
+                    c.h11.send(
+                        h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                    )
+                )
+            try:
+                ev = await c.body_event()
+            except h11.RemoteProtocolError:
+                # a malformed body (bad chunking): 400, as for a bad head; the app sees
+                # the client go, and its sends raise ClientDisconnected
+                if not self.started:
+                    self.started = True
+                    c.simple_response(400, b"Invalid HTTP request received.")
+                self.gone = True
+                c.close()
+                return {"type": "http.disconnect"}
             if ev is None:
                 return {"type": "http.disconnect"}
             if isinstance(ev, h11.EndOfMessage):
@@ -352,6 +405,9 @@ class _HttpCycle:
 
     async def send(self, msg: dict[str, Any]) -> None:
         c = self.c
+        if self.gone or c.writer.is_closing():
+            self.gone = True
+            raise ClientDisconnected("the client closed the connection")
         t = msg["type"]
         if t == "http.response.start":
             if self.started:
@@ -392,7 +448,13 @@ class _HttpCycle:
 
 
 class _WebSocket:
-    """An ASGI ``websocket`` scope over wsproto."""
+    """An ASGI ``websocket`` scope over wsproto.
+
+    Once accepted, a reader task (a child of the connection process, runtime code) reads
+    the socket whatever the app does, as uvicorn: pings are answered and a client's close
+    completes while the app only sends, and a send after the client left raises
+    ``ClientDisconnected``. Messages wait in a queue of ``WS_MAX_QUEUE``; when it is full,
+    reading pauses until the app receives."""
 
     def __init__(self, c: _Conn, req: h11.Request, app: ASGIApp) -> None:
         self.c = c
@@ -409,6 +471,10 @@ class _WebSocket:
         self.parts: list[Any] = []
         self.size = 0
         self.upgrade: wse.Request | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # the queue got a message, or the reader ended
+        self.room = asyncio.Event()  # the queue has room again
+        self.ended = False  # nothing more to read: the client closed, or 1009 was sent
         for ev in self.ws.events():
             if isinstance(ev, wse.Request):
                 self.upgrade = ev
@@ -429,7 +495,7 @@ class _WebSocket:
         except _Closed:
             return
         except Exception:
-            if self.disconnected:  # the app raised on the disconnect it was handed
+            if self.disconnected or self.ended:  # the app raised on the client's leaving
                 log.debug("ASGI websocket app ended by a disconnect", exc_info=True)
                 return
             log.exception("ASGI websocket app raised on %s", scope["path"])
@@ -438,6 +504,9 @@ class _WebSocket:
             else:
                 self._close(1011, "")
             return
+        finally:
+            if self.reader is not None:
+                self.reader.cancel()
         if not self.accepted:
             self._reject(403)
         else:
@@ -462,34 +531,64 @@ class _WebSocket:
             self.connected = True
             return {"type": "websocket.connect"}
         while not self.queue:
-            if self.closed:
+            if self.reader is None and not self.closed:
+                self._start_reader()
+            elif self.reader is None or self.reader.done():
                 self.disconnected = True
                 return {"type": "websocket.disconnect", "code": 1006}
-            data = await self.c.read()
-            self.ws.receive_data(data or None)
-            self._events()
-            await self.c.drain()
+            self.ready.clear()
+            await self.ready.wait()
         msg = self.queue.popleft()
+        self.room.set()
         if msg["type"] == "websocket.disconnect":
             self.disconnected = True
         return msg
 
+    def _start_reader(self) -> None:
+        if self.reader is None:
+            self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while not self.ended:
+                if len(self.queue) >= WS_MAX_QUEUE:
+                    self.room.clear()
+                    await self.room.wait()
+                    continue
+                data = await self.c.read()
+                self.ws.receive_data(data or None)
+                self._events()
+                self.ready.set()
+                if not data:
+                    break
+                await self.c.drain()
+        except _Closed:
+            pass
+        finally:
+            self.ended = self.closed = True  # the app's sends raise from now on
+            if not any(m["type"] == "websocket.disconnect" for m in self.queue):
+                self.queue.append({"type": "websocket.disconnect", "code": 1006})
+            self.ready.set()
+
     def _events(self) -> None:
         for ev in self.ws.events():
             if isinstance(ev, wse.Ping):
-                self.c.write(self.ws.send(ev.response()))
+                with contextlib.suppress(WsLocalError):  # a ping after our close frame
+                    self.c.write(self.ws.send(ev.response()))
             elif isinstance(ev, wse.CloseConnection):
                 if not self.closed:
                     self.closed = True
                     with contextlib.suppress(WsLocalError):
                         self.c.write(self.ws.send(ev.response()))
                 self.queue.append({"type": "websocket.disconnect", "code": ev.code})
+                self.ended = True
                 return
             elif isinstance(ev, wse.TextMessage | wse.BytesMessage):
                 self.size += len(ev.data)
                 if self.size > self.c.cfg.ws_max_size:
                     self._close(1009, "message too big")
                     self.queue.append({"type": "websocket.disconnect", "code": 1009})
+                    self.ended = True
                     return
                 self.parts.append(ev.data)
                 if ev.message_finished:
@@ -518,10 +617,12 @@ class _WebSocket:
                 self.ws.receive_data(self.pending)
                 self.pending = b""
                 self._events()
+            self._start_reader()
             return
         if t == "websocket.send":
-            if not self.accepted or self.closed:
-                raise _Closed  # the ASGI spec's "send after close" is a disconnect
+            if not self.accepted or self.closed or self.c.writer.is_closing():
+                # ASGI 2.4: a send on a closed connection raises an OSError
+                raise ClientDisconnected("the websocket is closed")
             if msg.get("text") is not None:
                 self.c.write(self.ws.send(wse.Message(data=msg["text"])))
             else:

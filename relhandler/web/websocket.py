@@ -39,6 +39,7 @@ import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as wse
 from wsproto.utilities import LocalProtocolError as WsLocalError
+from wsproto.utilities import RemoteProtocolError as WsRemoteError
 
 from relhandler.runtime import (
     Pid,
@@ -49,7 +50,7 @@ from relhandler.runtime import (
     sockets,
     trap_exit,
 )
-from relhandler.web._http import head_size
+from relhandler.web._http import _phrase, head_size, refusal
 from relhandler.web.config import ListenerConfig
 
 __all__ = ["start_link"]
@@ -305,12 +306,15 @@ _ERROR_TEXT = {
 }
 
 
-def _plain(conn: _Ws, status: int, text: bytes) -> None:
+def _plain(
+    conn: _Ws, status: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """A plain HTTP error response before the upgrade (h11 frames it)."""
     hc = h11.Connection(h11.SERVER)
     hc.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
     hc.next_event()
     headers = [
+        *(extra or []),
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(text)).encode()),
         (b"connection", b"close"),
@@ -318,7 +322,7 @@ def _plain(conn: _Ws, status: int, text: bytes) -> None:
     ]
     if status == 426:
         headers.append((b"upgrade", b"websocket"))
-    conn.write(hc.send(h11.Response(status_code=status, headers=headers)))
+    conn.write(hc.send(h11.Response(status_code=status, headers=headers, reason=_phrase(status))))
     conn.write(hc.send(h11.Data(data=text)))
     conn.write(hc.send(h11.EndOfMessage()))
     conn.h11 = None
@@ -347,7 +351,12 @@ async def _handshake(conn: _Ws, data: bytes, state: Any) -> Any:
     if conn.timer is not None:
         conn.timer.cancel()
     ws = WSConnection(ConnectionType.SERVER)
-    ws.initiate_upgrade_connection(list(ev.headers), ev.target)
+    try:
+        ws.initiate_upgrade_connection(list(ev.headers), ev.target)
+    except WsRemoteError as e:
+        status, extra = refusal(e)
+        _plain(conn, status, b"Unsupported upgrade request.", extra)
+        return ("stop", "normal", state)
     upgrade = next((e for e in ws.events() if isinstance(e, wse.Request)), None)
     conn.ws = ws
     path, _, query = ev.target.partition(b"?")

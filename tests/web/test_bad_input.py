@@ -99,8 +99,16 @@ BIG_HEADERS = b"GET / HTTP/1.1\r\nHost: t\r\nx-big: " + b"a" * 20000 + b"\r\n\r\
 # Content-Length says 5, then more bytes follow: they are the next "request", a bad one
 LONG_BODY = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello, and more\r\n\r\n"
 
+# a websocket handshake wsproto refuses: no key (400), a version it does not speak (426)
+NO_KEY = UPGRADE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"")
+VERSION_8 = UPGRADE.replace(b"Version: 13", b"Version: 8")
+
 CASES = [
     Case("bad request line", "http", False, _bytes(BAD_LINE), ("status", 400)),
+    Case("websocket handshake without a key", "http", False, _bytes(NO_KEY), ("status", 400)),
+    Case("websocket version 8", "http", False, _bytes(VERSION_8), ("status", 426)),
+    Case("behaviour: handshake without a key", "room", False, _bytes(NO_KEY), ("status", 400)),
+    Case("behaviour: websocket version 8", "room", False, _bytes(VERSION_8), ("status", 426)),
     Case("oversized headers", "http", False, _bytes(BIG_HEADERS), ("status", 431)),
     Case("body longer than declared", "http", False, _bytes(LONG_BODY), ("status", 400)),
     Case("slowloris", "http", False, _slowloris, ("status", 408)),
