@@ -39,7 +39,7 @@ from relhandler.runtime import Node, Pid
 from relhandler.runtime import supervisor as rsup
 from relhandler.runtime import sys as rsys
 from relhandler.runtime.application import AppController
-from relhandler.runtime.code import Prepared, Snapshot
+from relhandler.runtime.code import Prepared, Snapshot, decorate
 from relhandler.runtime.statecopy import copy_state
 from relhandler.runtime.statetype import Mismatch, declared_state_type, state_mismatch
 from relhandler.runtime.supervisor import peek_groups
@@ -1215,8 +1215,7 @@ def _scratch_module(p: Prepared) -> types.ModuleType:
     import builtins
 
     m = types.ModuleType(p.name)
-    m.__file__ = str(p.file)
-    m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
+    decorate(m, p, None)  # its spec and loader: package data reads from the new code's dir
     m.__dict__["__builtins__"] = builtins
     import sys as _sys
 

@@ -53,6 +53,8 @@ __all__ = [
     "Prepared",
     "RemoteFun",
     "Snapshot",
+    "VersionLoader",
+    "decorate",
 ]
 
 
@@ -195,6 +197,22 @@ class RemoteFun:
         return f"RemoteFun({self.module!r}, {self.name!r})"
 
 
+class VersionLoader(importlib.machinery.SourceFileLoader):
+    """The loader of one loaded version (its ``__loader__`` and ``__spec__.loader``):
+    a source file loader for that version's file, so ``importlib.resources``,
+    ``pkgutil.get_data``, ``get_source`` and ``inspect`` read what a normal import would
+    (a package's data from the directory that version came from). It never executes
+    anything: versions are loaded by the code server (``importlib.reload`` is a no-op)."""
+
+    def __init__(self, fullname: str, path: str, server: CodeServer | None) -> None:
+        super().__init__(fullname, path)
+        self.server = server
+        self.spec: importlib.machinery.ModuleSpec | None = None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Nothing to do: the code server executed the version."""
+
+
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Autoload: importing a managed module that is not loaded yet loads it (Erlang-style)."""
 
@@ -218,7 +236,29 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self.server.load(spec.name).module
 
     def exec_module(self, module: types.ModuleType) -> None:
-        """Nothing to do: create_module already executed the current version."""
+        """Nothing to execute: create_module already executed the current version. The
+        import system replaced its ``__spec__`` with the finder's; put its own back."""
+        loader = module.__dict__.get("__loader__")
+        if isinstance(loader, VersionLoader) and loader.spec is not None:
+            module.__spec__ = loader.spec
+
+
+def decorate(m: types.ModuleType, p: Prepared, server: CodeServer | None) -> None:
+    """Give the module object of version ``p`` what an import gives a module: its own
+    spec and loader, ``__file__``, ``__package__`` and a package's ``__path__``."""
+    loader = VersionLoader(p.name, str(p.file), server)
+    spec = importlib.machinery.ModuleSpec(
+        p.name, loader, origin=str(p.file), is_package=p.is_package
+    )
+    spec.has_location = True
+    loader.spec = spec
+    m.__spec__ = spec
+    m.__file__ = str(p.file)
+    m.__loader__ = loader
+    m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
+    if p.is_package:
+        m.__path__ = [str(p.file.parent)]
+        spec.submodule_search_locations = [str(p.file.parent)]
 
 
 def _literal_vsn(tree: ast.Module) -> str | None:
@@ -356,17 +396,7 @@ class CodeServer:
         return Prepared(name, path, vsn, code, is_pkg, _from_imports(tree, name, is_pkg))
 
     def _decorate(self, m: types.ModuleType, p: Prepared) -> None:
-        spec = importlib.machinery.ModuleSpec(
-            p.name, self._finder, origin=str(p.file), is_package=p.is_package
-        )
-        spec.has_location = True
-        m.__spec__ = spec
-        m.__file__ = str(p.file)
-        m.__loader__ = self._finder
-        m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
-        if p.is_package:
-            m.__path__ = [str(p.file.parent)]
-            spec.submodule_search_locations = [str(p.file.parent)]
+        decorate(m, p, self)
 
     def _execute(self, p: Prepared, entry: _Entry) -> ModuleVersion:
         m = types.ModuleType(p.name)
@@ -452,8 +482,8 @@ class CodeServer:
         return (
             type(obj) is types.ModuleType
             and obj.__dict__.get("__name__") == name
-            and self._finder is not None
-            and obj.__dict__.get("__loader__") is self._finder
+            and isinstance(loader := obj.__dict__.get("__loader__"), VersionLoader)
+            and loader.server is self
         ) or self._managed_name(obj) == name
 
     def _alive(self, v: ModuleVersion) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,107 @@ async def test_autoloaded_package_has_an_ordinary_spec(code_dir: CodeDir) -> Non
         assert importlib.util.find_spec(f"{pkg}.sub") is sys.modules[f"{pkg}.sub"].__spec__
         assert inspect.getsource(mod.sub.K) == "class K:\n    pass\n"
         assert mod.sub is node.code.current(f"{pkg}.sub")
+
+
+PKG_INIT = """
+import importlib.resources
+import pkgutil
+
+GREETING = importlib.resources.files(__name__).joinpath("greeting.txt").read_text()
+
+
+def read_both():
+    return (
+        importlib.resources.files(__name__).joinpath("greeting.txt").read_text(),
+        pkgutil.get_data(__name__, "greeting.txt"),
+        __spec__.loader.get_source(__name__).splitlines()[1],
+    )
+"""
+
+
+def _pkg(d: Path, name: str, greeting: str) -> Path:
+    (d / name).mkdir(parents=True)
+    (d / name / "__init__.py").write_text(PKG_INIT)
+    (d / name / "greeting.txt").write_text(greeting)
+    return d / name / "__init__.py"
+
+
+async def test_package_data_reads_as_for_a_normal_import(code_dir: CodeDir, tmp_path: Path) -> None:
+    # importlib.resources and pkgutil.get_data go through the module's spec and loader
+    import importlib.resources
+    import importlib.util
+
+    plain = code_dir.name("plainpkg")
+    init = _pkg(tmp_path / "normal", plain, "hi")
+    spec = importlib.util.spec_from_file_location(
+        plain, init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None and spec.loader is not None
+    m = importlib.util.module_from_spec(spec)
+    sys.modules[plain] = m
+    try:
+        spec.loader.exec_module(m)
+        expected = (m.GREETING, m.read_both())
+    finally:
+        sys.modules.pop(plain, None)
+    assert expected == ("hi", ("hi", b"hi", "import importlib.resources"))
+
+    me = code_dir.name("datapkg")
+    _pkg(code_dir.root, me, "hi")
+    v2 = _pkg(tmp_path / "v2", me, "hello")  # the next release's copy, with new data
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        mod = __import__(me)  # autoloaded: the import system's own spec handling
+        assert (mod.GREETING, mod.read_both()) == expected
+        assert mod.__spec__.loader is mod.__loader__
+        node.code.load(me, v2)
+        new = sys.modules[me]
+        assert (new.GREETING, new.read_both()) == ("hello", ("hello", b"hello", expected[1][2]))
+        # as for a normal module, files(__name__) looks the name up: the current version's
+        # data, also from old code; the old version's own spec still names its own file
+        assert mod.read_both() == new.read_both()
+        assert importlib.resources.files(mod).joinpath("greeting.txt").read_text() == "hi"
+
+
+SERVER_PKG = """
+import importlib.resources
+
+from relhandler.runtime import gen_server
+
+GREETING = importlib.resources.files(__name__).joinpath("greeting.txt").read_text()
+
+
+def init(args):
+    return ("ok", {"n": 0})
+
+
+def handle_call(req, from_, state):
+    return ("reply", (GREETING, __spec__.name), state)
+
+
+def handle_cast(msg, state):
+    return ("noreply", state)
+"""
+
+
+async def test_new_code_that_reads_package_data_passes_the_preflight(code_dir: CodeDir) -> None:
+    # the preflight executes the new code in a scratch module: it has a spec too
+    from relhandler.handler.reload import reload_module
+    from relhandler.runtime import gen_server
+
+    me = code_dir.name("srvpkg")
+    d = code_dir.root / me
+    d.mkdir()
+    (d / "__init__.py").write_text(SERVER_PKG)
+    (d / "greeting.txt").write_text("hi")
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        pid = await gen_server.start(me, None)
+        assert await gen_server.call(pid, "x") == ("hi", me)
+        (d / "__init__.py").write_text(
+            SERVER_PKG + "\n\ndef code_change(old, state, extra):\n    return ('ok', state)\n"
+        )
+        (d / "greeting.txt").write_text("hello")
+        r = await reload_module(node, me)
+        assert r.migrated == (pid,)
+        assert await gen_server.call(pid, "x") == ("hello", me)
