@@ -7,8 +7,8 @@ write to the *live* resource when the copy is collected. So the copy is an allow
 
 * copied, all the way down: ``dict``, ``list``, ``tuple``, ``set``, ``frozenset``,
   ``collections.deque``/``OrderedDict``/``defaultdict``/``Counter``, named tuples,
-  dataclass instances, pydantic (v2) models and attrs instances (their fields copied by the
-  same rules);
+  ``types.SimpleNamespace``, dataclass instances, pydantic (v2) models and attrs instances
+  (their fields copied by the same rules); ``bytearray`` and ``array.array`` (buffers);
 * returned as they are, because they are immutable values: ``str``, ``bytes``, ``int``,
   ``float``, ``complex``, ``bool``, ``None``, ``range``, ``Enum`` members, ``Decimal``,
   ``Fraction``, ``datetime``/``date``/``time``/``timedelta``, ``UUID``, paths, pids;
@@ -26,7 +26,9 @@ the list with :func:`register_copier`::
 
 from __future__ import annotations
 
+import array
 import collections
+import copy
 import dataclasses
 import datetime
 import decimal
@@ -34,6 +36,7 @@ import enum
 import fractions
 import pathlib
 import sys
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -155,6 +158,20 @@ def _mapping_subclass(x: Any, memo: dict[int, Any]) -> Any:
     return y
 
 
+def _buffer(x: Any, memo: dict[int, Any]) -> Any:
+    y = copy.copy(x)  # bytearray, array.array: a flat buffer of scalars
+    memo[id(x)] = y
+    return y
+
+
+def _namespace(x: types.SimpleNamespace, memo: dict[int, Any]) -> Any:
+    y = types.SimpleNamespace()
+    memo[id(x)] = y
+    for k, v in vars(x).items():
+        setattr(y, k, _copy(v, memo))
+    return y
+
+
 def _fill_record(x: Any, y: Any, names: list[str], memo: dict[int, Any]) -> Any:
     memo[id(x)] = y
     setattr_ = object.__setattr__  # frozen classes refuse their own __setattr__
@@ -232,6 +249,10 @@ def _handler_for(t: type) -> _Handler:
         return _share  # values: an enum member is a singleton, a path is immutable
     if t is collections.deque:
         return _deque
+    if t is bytearray or t is array.array:
+        return _buffer
+    if t is types.SimpleNamespace:
+        return _namespace
     if t in (collections.OrderedDict, collections.defaultdict, collections.Counter):
         return _mapping_subclass
     if issubclass(t, tuple) and hasattr(t, "_fields") and hasattr(t, "_make"):

@@ -203,3 +203,56 @@ async def test_new_code_that_reads_package_data_passes_the_preflight(code_dir: C
         r = await reload_module(node, me)
         assert r.migrated == (pid,)
         assert await gen_server.call(pid, "x") == ("hello", me)
+
+
+GRID_SERVER = """
+from relhandler.runtime import gen_server
+from relhandler.runtime.statecopy import register_copier
+
+
+class Grid:
+    def __init__(self, cells):
+        self.cells = cells
+
+{register}
+
+def init(args):
+    return ("ok", {{"grid": Grid([1]), "buf": bytearray(b"v1")}})
+
+
+def handle_call(req, from_, state):
+    return ("reply", (state["grid"].cells, bytes(state["buf"])), state)
+
+
+def handle_cast(msg, state):
+    return ("noreply", state)
+{code_change}
+"""
+
+GRID_CHANGE = """
+def code_change(old, state, extra):
+    state["grid"].cells.append("v2")  # in place: on the preflight's copy, then for real
+    state["buf"].extend(b"+")
+    return ("ok", state)
+"""
+
+
+@pytest.mark.parametrize("registered", [False, True])
+async def test_the_preflight_copies_a_registered_class_and_shares_a_plain_one(
+    code_dir: CodeDir, registered: bool
+) -> None:
+    # docs/runtime.md, "What the preflight copies": a code_change that mutates a shared
+    # object in place mutates the live one in the preflight; a registered copier copies it
+    from relhandler.handler.reload import reload_module
+    from relhandler.runtime import gen_server
+
+    reg = "register_copier(Grid, lambda g, copy: Grid(copy(g.cells)))" if registered else ""
+    me = code_dir.name("grid")
+    code_dir.write("grid", GRID_SERVER.format(register=reg, code_change=""))
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        pid = await gen_server.start(me, None)
+        code_dir.write("grid", GRID_SERVER.format(register=reg, code_change=GRID_CHANGE))
+        await reload_module(node, me)
+        cells = [1, "v2"] if registered else [1, "v2", "v2"]
+        assert await gen_server.call(pid, "x") == (cells, b"v1+")  # the bytearray: copied

@@ -116,6 +116,30 @@ def test_plain_data_is_copied_all_the_way_down() -> None:
     assert c["q"].maxlen == 5
 
 
+def test_mutable_plain_buffers_and_namespaces_are_copied() -> None:
+    # a code_change that edits a protocol buffer in place must not edit the live one
+    import array
+    import types
+
+    state = {
+        "buf": bytearray(b"\x01hello"),
+        "ints": array.array("i", [1, 2]),
+        "ns": types.SimpleNamespace(seen=[1], buf=bytearray(b"x")),
+    }
+    c = copy_state(state)
+    assert c == state
+    del c["buf"][:1]
+    c["ints"].append(3)
+    c["ns"].seen.append(2)
+    c["ns"].buf += b"y"
+    c["ns"].new = 1
+    assert state == {
+        "buf": bytearray(b"\x01hello"),
+        "ints": array.array("i", [1, 2]),
+        "ns": types.SimpleNamespace(seen=[1], buf=bytearray(b"x")),
+    }
+
+
 def test_live_resources_and_unknown_objects_are_shared() -> None:
     a, b = socket.socketpair()
     lock = threading.Lock()
