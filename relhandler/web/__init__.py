@@ -15,10 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from relhandler.runtime import gen_server
+from relhandler.web._http import ClientDisconnected
 from relhandler.web.config import ListenerConfig, parse_listener, parse_listeners
 from relhandler.web.listener import acceptor_name, child_spec
 
 __all__ = [
+    "ClientDisconnected",
     "ListenerConfig",
     "acceptor_name",
     "child_spec",

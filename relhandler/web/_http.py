@@ -34,7 +34,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteError
 from relhandler.runtime import current, sockets
 from relhandler.web.config import ListenerConfig
 
-__all__ = ["ClientDisconnected", "head_size", "refusal", "serve_connection"]
+__all__ = ["ClientDisconnected", "drain", "head_size", "refusal", "serve_connection"]
 
 log = logging.getLogger("relhandler.web")
 
@@ -107,6 +107,8 @@ class _Conn:
         self.cfg = cfg
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=cfg.max_header_bytes)
         self.eof = False
+        self.busy = False  # an HTTP request is being answered
+        self.draining = False  # the listener stops: answer what is under way, then close
         self.lifespan_state: dict[str, Any] = {}
         sock = writer.get_extra_info("sockname")
         peer = writer.get_extra_info("peername")
@@ -234,8 +236,11 @@ async def serve_connection(
     sockets.adopt(writer)  # the connection is this process's, not the acceptor's
     c = _Conn(reader, writer, cfg)
     c.lifespan_state = shared["state"] if shared is not None else {}
+    live: set[_Conn] | None = shared.get("conns") if shared is not None else None
+    if live is not None:
+        live.add(c)  # so a stopping listener can drain it
     try:
-        while True:
+        while not c.draining:
             try:
                 req = await c.next_head()
             except h11.RemoteProtocolError as e:
@@ -260,9 +265,13 @@ async def serve_connection(
                     status, extra = refusal(e)
                     c.simple_response(status, b"Unsupported upgrade request.", extra=extra)
                     return
+                if live is not None:
+                    live.discard(c)  # not drained: the connection supervisor sends 1012
                 await ws.run()
                 return
+            c.busy = True
             keep = await _HttpCycle(c, req, app).run()
+            c.busy = False
             if not keep:
                 return
             if not await _finish_cycle(c):
@@ -270,7 +279,25 @@ async def serve_connection(
     except _Closed:
         return
     finally:
+        c.busy = False
+        if live is not None:
+            live.discard(c)
         c.close()
+
+
+async def drain(live: set[_Conn], timeout: float) -> None:
+    """A stopping listener's connections, as uvicorn's shutdown: an idle keep-alive
+    connection is closed now, a request under way is answered (``connection: close``) and
+    then closed, for ``timeout`` s at most (then its process is killed with the rest).
+    Websockets are left to the connection supervisor (1012)."""
+    for c in list(live):
+        c.draining = True
+        if not c.busy:
+            c.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while any(c.busy for c in live) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def _current_app(cfg: ListenerConfig) -> ASGIApp:
@@ -417,7 +444,7 @@ class _HttpCycle:
             headers = [(bytes(k).lower(), bytes(v)) for k, v in msg.get("headers", [])]
             headers.append((b"server", b"relhandler"))
             headers.append((b"date", _date()))
-            if not self.keep_alive:
+            if not self.keep_alive or c.draining:
                 headers.append((b"connection", b"close"))
             self.headers = headers
             return

@@ -32,7 +32,7 @@ from relhandler.runtime import (
 from relhandler.runtime import supervisor as sup
 from relhandler.runtime._kernel import current_process
 from relhandler.web import websocket
-from relhandler.web._http import serve_connection
+from relhandler.web._http import drain, serve_connection
 from relhandler.web.config import ListenerConfig, parse_listeners
 
 __all__ = ["acceptor_name", "child_spec", "init", "start_link"]
@@ -40,6 +40,7 @@ __all__ = ["acceptor_name", "child_spec", "init", "start_link"]
 log = logging.getLogger("relhandler.web")
 
 LIFESPAN_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 5.0  # a stop waits this long for the HTTP requests under way
 
 
 def acceptor_name(app: str, listener: str) -> str:
@@ -101,7 +102,8 @@ def init(args: Any) -> Any:
         )
     if kind == "listener":
         _, app, cfg = args
-        shared: dict[str, Any] = {"state": {}}
+        # the lifespan's state, and the live HTTP connections (drained by a stop)
+        shared: dict[str, Any] = {"state": {}, "conns": set()}
         children = []
         if cfg.app is not None:
             children.append(
@@ -123,7 +125,8 @@ def init(args: Any) -> Any:
             },
             {
                 "id": "acceptor",
-                "start": ("relhandler.web.listener", "_start_acceptor", [app, cfg]),
+                "start": ("relhandler.web.listener", "_start_acceptor", [app, cfg, shared]),
+                "shutdown": DRAIN_TIMEOUT + 2,  # its terminate drains the connections
                 "modules": ["relhandler.web.listener"],
             },
         ]
@@ -169,8 +172,8 @@ class _Acceptor:
     """gen_server callbacks of the process that owns the listening socket."""
 
     @staticmethod
-    async def init(args: tuple[str, ListenerConfig]) -> Any:
-        app, cfg = args
+    async def init(args: tuple[str, ListenerConfig, dict[str, Any]]) -> Any:
+        app, cfg, shared = args
         trap_exit(True)  # so a stopping supervisor runs terminate: the socket is closed
         conns = _conns_name(app, cfg)
 
@@ -207,7 +210,8 @@ class _Acceptor:
                 me.add_watcher(lambda reason: listenfds.registry.release(held))
         port = socks[0].getsockname()[1]
         log.info("listener %s of %s on %s:%s", cfg.name, app, cfg.host, port)
-        return ("ok", {"server": server, "port": port, "host": cfg.host, "held": held})
+        state = {"server": server, "port": port, "host": cfg.host, "held": held}
+        return ("ok", {**state, "conns": shared["conns"]})
 
     @staticmethod
     def handle_call(req: Any, from_: Any, state: Any) -> Any:
@@ -224,20 +228,22 @@ class _Acceptor:
         return ("noreply", state)
 
     @staticmethod
-    def terminate(reason: Any, state: Any) -> None:
-        # stop accepting first; open connections are ended by their supervisor after this
+    async def terminate(reason: Any, state: Any) -> None:
+        # stop accepting first, then drain the HTTP connections (uvicorn's graceful
+        # shutdown); the connection supervisor ends what is left after this
         state["server"].close()
         listenfds.registry.release(state.get("held"))
+        await drain(state["conns"], DRAIN_TIMEOUT)
 
     @staticmethod
     def code_change(old_vsn: Any, state: Any, extra: Any) -> Any:
         return ("ok", state)
 
 
-def _start_acceptor(app: str, cfg: ListenerConfig) -> Any:
+def _start_acceptor(app: str, cfg: ListenerConfig, shared: dict[str, Any]) -> Any:
     return gen_server._start(
         "relhandler.web.listener",
-        (app, cfg),
+        (app, cfg, shared),
         name=acceptor_name(app, cfg.name),
         link=True,
         timeout=None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import time
 from collections.abc import Iterator
@@ -261,3 +262,32 @@ async def test_bad_handshakes_and_bodies_get_4xx(
     got = await _exchange(probe.http, data, idle=5)
     assert got.startswith(b"HTTP/1.1 %d " % status), got
     assert not got.endswith(b"<open>"), "the connection should be closed"
+
+
+async def test_stop_drains_like_uvicorn_then_lifespan_shutdown(
+    probe_builds: Path, tmp_path: Path
+) -> None:
+    """A stop answers the request under way (with ``connection: close``), closes an idle
+    keep-alive connection, tells a websocket 1012, then runs the lifespan's shutdown."""
+    p = _boot(probe_builds, tmp_path)
+    try:
+        ws = await websockets.connect(f"ws://127.0.0.1:{p.http}/ws")
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", p.http)
+        idle_w.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await asyncio.wait_for(idle_r.readuntil(b"v1"), 5)
+        r, w = await asyncio.open_connection("127.0.0.1", p.http)
+        w.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")  # the app answers after 1 s
+        await asyncio.sleep(0.3)
+        p.node.proc.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(r.read(), 10)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"slow v1"), answer
+        assert b"connection: close" in answer.lower()
+        assert await asyncio.wait_for(idle_r.read(), 5) == b""
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 1012
+        assert await asyncio.get_running_loop().run_in_executor(None, p.node.proc.wait, 30) == 0
+        assert p.events().count("lifespan.shutdown") == 2  # one per ASGI listener
+        w.close()
+        idle_w.close()
+    finally:
+        p.node.close()
