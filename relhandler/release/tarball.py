@@ -154,6 +154,9 @@ class VerifiedTarball:
 def _safe_name(name: str) -> str:
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
         raise TarballError(f"member {name!r} has an absolute or malformed path")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        # a line break would split its SHA256SUMS line; an escape sequence would reach logs
+        raise TarballError(f"member {name!r} has a control character in its name; refused")
     norm = posixpath.normpath(name)
     if norm.startswith("../") or norm == ".." or "/../" in f"/{name}/":
         raise TarballError(f"member {name!r} escapes the release root ('..')")
@@ -311,7 +314,32 @@ def verify_tarball(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> VerifiedTa
             f"{path}: {rel_toml} names deps {release.deps!r}, but the tarball has no "
             f"lib/{release.deps}/; rebuild it"
         )
+    _check_owned(path, release, set(digests), dirs)
     return VerifiedTarball(path, vsn, release, digests, meta[sums_name], frozenset(dirs))
+
+
+def _check_owned(path: Path, release: ReleaseSpec, files: set[str], dirs: set[str]) -> None:
+    """Every member belongs to the release: under ``releases/<vsn>/``, an application's lib
+    dir or its deps dir. Anything else would be written into the root and left behind by
+    ``remove`` (or sit where a later release's lib dir must go)."""
+    own = {a.dir_name for a in release.apps} | ({release.deps} if release.deps else set())
+    for name in [*sorted(files), *sorted(dirs - files)]:  # a file is the clearer name
+        parts = name.split("/")
+        if len(parts) == 1:
+            continue  # lib/ or releases/ itself
+        if parts[0] == "releases" and parts[1] == release.version:
+            continue
+        if parts[0] == "lib" and parts[1] in own and (len(parts) > 2 or name in dirs):
+            continue
+        where = (
+            f"releases/{release.version}/"
+            if parts[0] == "releases"
+            else f"the lib dirs of its applications ({', '.join(sorted(own))})"
+        )
+        raise TarballError(
+            f"{path}: member {name!r} is outside {where}; release {release.version} does not "
+            f"own it (rebuild the tarball with `relhandler build`)"
+        )
 
 
 def _file_digest(p: Path) -> str:

@@ -8,7 +8,7 @@ import io
 import struct
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -86,11 +86,13 @@ def crafted_tarball(
     *,
     version: str | None = None,
     edit: Callable[[str], str] = lambda text: text,
+    extra: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """A copy of ``good`` with its release renamed to ``version`` and its release.toml run
-    through ``edit``, SHA256SUMS recomputed: checksums are self-declared, so anyone can make
-    a tarball that verifies (what ``unpack`` must still refuse is in the names)."""
-    members = _members(good)
+    """A copy of ``good`` with its release renamed to ``version``, its release.toml run
+    through ``edit`` and the ``extra`` files added, SHA256SUMS recomputed: checksums are
+    self-declared, so anyone can make a tarball that verifies (what ``unpack`` must still
+    refuse is in the names)."""
+    members = _members(good) + [_file(n, d) for n, d in (extra or {}).items()]
     old = next(m.name.split("/")[1] for m, _ in members if m.name.startswith("releases/"))
     new = version or old
     files: dict[str, bytes] = {}

@@ -185,6 +185,16 @@ ROWS: dict[str, Row] = {
     "unpack/app-name-a-path": unpack(
         crafted("3.0.0", edit=lambda t: t.replace('{ name = "sample"', '{ name = "../../escape"'))
     ),
+    # files the release does not own: a lib dir of no app of it (an orphan, or one planted
+    # for a later release), a file loose in releases/, a name with a line break
+    "unpack/stowaway-lib-dir": unpack(crafted("3.0.0", extra={"lib/stow-9.9.9/x.py": b"1\n"})),
+    "unpack/later-release-lib-dir": unpack(
+        crafted("3.0.0", extra={"lib/sample-4.0.0/sample/__init__.py": b"1\n"})
+    ),
+    "unpack/file-loose-in-releases": unpack(crafted("3.0.0", extra={"releases/x.toml": b""})),
+    "unpack/name-with-newline": unpack(
+        crafted("3.0.0", extra={"lib/sample-3.0.0/sample/a\nb.py": b"1\n"})
+    ),
     "unpack/version-too-long": unpack(crafted("3.0.0", version="3.0." + ".".join(["1"] * 40))),
     **{
         f"unpack/hostile-{k}": unpack(hostile(k))
