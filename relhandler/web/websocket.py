@@ -3,6 +3,7 @@
 In the spirit of cowboy_websocket. A handler is a managed module of functions::
 
     def init(req, args):                   -> ("ok", state) | ("reply", frames, state)
+                                              | ("ok", state, {"subprotocol": p})
                                               | ("reject", http_status)
     def handle_frame(frame, state):        -> ("ok", state) | ("reply", frames, state)
                                               | ("stop", state)
@@ -374,7 +375,11 @@ async def _handshake(conn: _Ws, data: bytes, state: Any) -> Any:
         conn.write(ws.send(wse.RejectConnection(status_code=int(r[1]), has_body=False)))
         conn.closed = True
         return ("stop", "normal", state)
-    conn.write(ws.send(wse.AcceptConnection()))
+    subprotocol = None
+    if isinstance(r, tuple) and len(r) == 3 and r[0] == "ok" and isinstance(r[2], dict):
+        subprotocol = r[2].get("subprotocol")  # one of req["subprotocols"]
+        r = ("ok", r[1])
+    conn.write(ws.send(wse.AcceptConnection(subprotocol=subprotocol)))
     conn.open = True
     out = _result(conn, "init", r, state)
     if out[0] == "stop":

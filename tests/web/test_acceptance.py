@@ -264,6 +264,58 @@ async def test_bad_handshakes_and_bodies_get_4xx(
     assert not got.endswith(b"<open>"), "the connection should be closed"
 
 
+async def _get(r: asyncio.StreamReader, w: asyncio.StreamWriter, path: str = "/") -> bytes:
+    w.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+    n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return await r.readexactly(n)
+
+
+async def test_install_then_purge_on_a_real_node(probe: Probe, probe_builds: Path) -> None:
+    """After an install, the next request on a keep-alive connection runs v2, with the
+    lifespan state v1's startup made; a websocket loop of v1 keeps its version; a soft
+    purge waits for it; make-permanent's brutal purge (load_module's default) closes it
+    with 1012 and leaves the v2 websocket alone. The lifespan is sent nothing. (Last test
+    on the module's node: it stops it.)"""
+    root = str(probe.root)
+
+    async def run(*args: str) -> int:
+        loop = asyncio.get_running_loop()
+        r = await loop.run_in_executor(None, lambda: cli(*args, "--root", root, timeout=60))
+        return r.returncode
+
+    r, w = await asyncio.open_connection("127.0.0.1", probe.http)
+    assert await _get(r, w) == b"v1"
+    old = await websockets.connect(f"ws://127.0.0.1:{probe.http}/ws")
+    await old.send("a")
+    assert await old.recv() == "v1 a"
+    assert await run("unpack", str(probe_builds / "probe-2.0.0.tar.gz")) == 0
+    assert await run("install", "2.0.0") == 0
+    assert await _get(r, w) == b"v2"  # the same connection, the next request
+    assert json.loads(await _get(r, w, "/scope"))["state"] == {"opened_by": "v1"}
+    await old.send("b")
+    assert await old.recv() == "v1 b"  # its loop is v1 code until it returns
+    new = await websockets.connect(f"ws://127.0.0.1:{probe.http}/ws")
+    await new.send("c")
+    assert await new.recv() == "v2 c"
+    assert await run("purge", "probe.site", "--soft") != 0  # in use: not purged, not closed
+    await old.send("d")
+    assert await old.recv() == "v1 d"
+    assert await run("make-permanent", "2.0.0") == 0
+    await asyncio.wait_for(old.wait_closed(), 5)
+    assert old.close_code == 1012
+    await new.send("e")
+    assert await new.recv() == "v2 e"
+    assert probe.events() == ["lifespan.startup", "v1"] * 2
+    w.close()
+    await new.close()
+    # the lifespan ran v1's code too: the brutal purge killed it, so a stop sends no
+    # shutdown (docs/web.md: keep the lifespan in a module no version changes)
+    probe.node.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.get_running_loop().run_in_executor(None, probe.node.proc.wait, 30) == 0
+    assert "lifespan.shutdown" not in probe.events()
+
+
 async def test_stop_drains_like_uvicorn_then_lifespan_shutdown(
     probe_builds: Path, tmp_path: Path
 ) -> None:

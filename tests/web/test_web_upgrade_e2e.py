@@ -89,7 +89,11 @@ async def test_starlette_and_behaviour_upgrade_and_downgrade_under_load(
     _cli_json("unpack", str(webt_builds / "webt-2.0.0.tar.gz"), "--root", str(root))
 
     ws = [await websockets.connect(f"ws://127.0.0.1:{http_port}/ws") for _ in range(N_WS)]
-    room = [await websockets.connect(f"ws://127.0.0.1:{room_port}/") for _ in range(N_ROOM)]
+    room = [
+        await websockets.connect(f"ws://127.0.0.1:{room_port}/", subprotocols=["chat"])  # type: ignore[list-item]
+        for _ in range(N_ROOM)
+    ]
+    assert {c.subprotocol for c in room} == {"chat"}  # init chose it
     assert await _round(ws, "a") == ["v1 1 a"] * N_WS
     assert await _round(room, "a") == ["v1 n=1"] * N_ROOM
     assert await _round(room, "b") == ["v1 n=2"] * N_ROOM

@@ -106,6 +106,8 @@ __vsn__ = "1"
 
 
 def init(req, args):
+    if "chat" in req["subprotocols"]:
+        return ("ok", {"n": 0}, {"subprotocol": "chat"})
     return ("ok", {"n": 0})
 
 
