@@ -76,6 +76,10 @@ DEFAULT_SUSPEND = 5.0
 DEFAULT_CODE_CHANGE = 5.0
 """Seconds a ``code_change`` (trial or real) may take unless told otherwise (OTP's sys default)."""
 YIELD_EVERY = 0.002  # s of preflight copying on the loop before the batch goes to the thread
+# s the loop waits, blocked, for new module code the preflight executes in its thread: a
+# normal top level is done by then, and no process ran meanwhile (the real load runs it
+# on the loop too); a slower one is then awaited without blocking, as a runaway is
+SCRATCH_HOLD = 1.0
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -176,7 +180,7 @@ class _TrialThread:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._jobs: queue.SimpleQueue[
-            tuple[list[Callable[[], Any]], asyncio.Future[Any]] | None
+            tuple[list[Callable[[], Any]], asyncio.Future[Any], threading.Event] | None
         ] = queue.SimpleQueue()
         self._ctx = contextvars.copy_context()  # current_node() works in the callbacks
         self.started = 0.0  # perf_counter when the running callback began; 0 when idle
@@ -191,7 +195,7 @@ class _TrialThread:
             job = self._jobs.get()
             if job is None or self._abandoned.is_set():
                 return
-            calls, fut = job
+            calls, fut, finished = job
             out: list[tuple[bool, Any]] = []
             for i, call in enumerate(calls):
                 if self._abandoned.is_set():
@@ -203,6 +207,7 @@ class _TrialThread:
                 except BaseException as e:  # SystemExit too: new code must not end the node
                     out.append((False, e))
             self.started = 0.0
+            finished.set()
             if self._abandoned.is_set():
                 return
             try:
@@ -211,11 +216,17 @@ class _TrialThread:
                 return
 
     async def run(
-        self, calls: list[Callable[[], Any]], timeout: float | None
+        self, calls: list[Callable[[], Any]], timeout: float | None, *, hold: float = 0.0
     ) -> list[tuple[bool, Any]]:
-        """``[(True, value) | (False, exception)]`` per call; ``_Runaway`` on a timeout."""
+        """``[(True, value) | (False, exception)]`` per call; ``_Runaway`` on a timeout.
+
+        ``hold``: block the loop for up to that many seconds while the calls run, so that
+        no process runs meanwhile (then wait without blocking, as usual)."""
         fut: asyncio.Future[list[tuple[bool, Any]]] = self._loop.create_future()
-        self._jobs.put((calls, fut))
+        finished = threading.Event()
+        self._jobs.put((calls, fut, finished))
+        if hold > 0:
+            finished.wait(hold if timeout is None else min(hold, timeout))
         try:
             while True:
                 started, index = self.started, self.index
@@ -766,9 +777,12 @@ class Installer:
 
         live = _sys.modules.get(name)
         try:
+            # held: while it executes, the scratch module is sys.modules[name], and live
+            # code must not see it (pickle, typing and pydantic look modules up there)
             ((ok, m),) = await worker.run(
                 [functools.partial(_scratch_module, self.prepared[name])],
                 self.code_change_timeout(name),
+                hold=SCRATCH_HOLD,
             )
         except _Runaway:
             # the scratch module sits in sys.modules while it executes: put the live one back

@@ -9,26 +9,26 @@ from pathlib import Path
 import pytest
 
 from relhandler.runtime import Node
-from tests.fixtures.modern import MODERN, import_normally, probe
+from tests.fixtures.modern import MODERN, MODERN_EAGER, import_normally, probe
 
 from .conftest import CodeDir
 
-V1 = MODERN.format(vsn="1", order_extra="")
-V2 = MODERN.format(vsn="2", order_extra="\n    note: str = ''")
 
-
+@pytest.mark.parametrize("source", [MODERN, MODERN_EAGER], ids=["future", "eager"])
 async def test_managed_module_behaves_as_imported_normally(
-    code_dir: CodeDir, caplog: pytest.LogCaptureFixture
+    code_dir: CodeDir, caplog: pytest.LogCaptureFixture, source: str
 ) -> None:
+    src1 = source.format(vsn="1", order_extra="")
+    src2 = source.format(vsn="2", order_extra="\n    note: str = ''")
     plain = code_dir.name("plain")
-    path = code_dir.write("plain", V1)
+    path = code_dir.write("plain", src1)
     try:
         import_normally(plain, str(path))
         expected = probe(plain)
     finally:
         sys.modules.pop(plain, None)
     me = code_dir.name("modern")
-    code_dir.write("modern", V1)
+    code_dir.write("modern", src1)
     async with Node() as node:
         node.code.set_path([code_dir.root])
         node.code.load(me)
@@ -40,7 +40,7 @@ async def test_managed_module_behaves_as_imported_normally(
         assert [r.name for r in caplog.records if r.getMessage() == f"hello from {me}"] == [me]
         # the next version is the ordinary module now; the old one keeps its own classes
         v1 = node.code.current(me)
-        code_dir.write("modern", V2)
+        code_dir.write("modern", src2)
         node.code.load(me)
         assert sys.modules[me] is node.code.current(me) is not v1
         got2 = probe(me)
@@ -51,6 +51,11 @@ async def test_managed_module_behaves_as_imported_normally(
             "items": [],
             "customer": None,
         }
+        # and back (a downgrade loads the earlier source again)
+        node.code.purge(me)
+        code_dir.write("modern", src1)
+        node.code.load(me)
+        assert probe(me) == expected
 
 
 async def test_dataclass_classvar_under_future_annotations_loads(code_dir: CodeDir) -> None:
@@ -256,3 +261,75 @@ async def test_the_preflight_copies_a_registered_class_and_shares_a_plain_one(
         await reload_module(node, me)
         cells = [1, "v2"] if registered else [1, "v2", "v2"]
         assert await gen_server.call(pid, "x") == (cells, b"v1+")  # the bytearray: copied
+
+
+PICKLED = """
+import dataclasses
+import time
+
+from relhandler.runtime import gen_server
+
+
+@dataclasses.dataclass
+class Thing:
+    n: int = 0
+
+{slow}
+
+def init(args):
+    return ("ok", 0)
+
+
+def handle_call(req, from_, state):
+    return ("reply", state, state)
+
+
+def handle_cast(msg, state):
+    return ("noreply", state)
+{code_change}
+"""
+
+
+async def test_live_code_sees_the_current_module_while_the_preflight_runs_new_code(
+    code_dir: CodeDir,
+) -> None:
+    # the preflight executes the new code in a scratch module, which sits in sys.modules
+    # while it executes: live code pickling a current instance meanwhile failed ("not the
+    # same object as ...Thing")
+    import asyncio
+    import pickle
+
+    from relhandler.handler.reload import reload_module
+    from relhandler.runtime import gen_server
+
+    me = code_dir.name("pickled")
+    code_dir.write("pickled", PICKLED.format(slow="", code_change=""))
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        await gen_server.start(me, None)
+        errors: list[str] = []
+        done = False
+        rounds = 0
+
+        async def pickler() -> None:
+            nonlocal rounds
+            while not done:
+                try:
+                    pickle.dumps(node.code.current(me).Thing())
+                except pickle.PicklingError as e:
+                    errors.append(str(e))
+                rounds += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(pickler())
+        code_dir.write(
+            "pickled",
+            PICKLED.format(
+                slow="time.sleep(0.05)  # a slow top level: the window the race had",
+                code_change="\ndef code_change(old, state, extra):\n    return ('ok', state)\n",
+            ),
+        )
+        await reload_module(node, me)
+        done = True
+        await task
+        assert rounds > 0 and errors == []
