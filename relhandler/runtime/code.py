@@ -536,9 +536,16 @@ class CodeServer:
             if ns.get(link.local, _MISSING) is not link.obj:
                 continue  # the importer rebound the name itself: leave it
             new = new_mod if link.attr is None else new_ns.get(link.attr, _MISSING)
-            if new is _MISSING or new is link.obj:
+            if new is link.obj:
                 continue
-            ns[link.local] = link.obj = new
+            if new is _MISSING:
+                # the new version no longer defines it: unbound, as Erlang's call of an
+                # -imported function that is gone is undef (not the old version forever);
+                # a later version that defines it again binds it again
+                ns.pop(link.local, None)
+                link.obj = _MISSING
+            else:
+                ns[link.local] = link.obj = new
             changed.add(link.owner.name)
         parent, _, child = source.rpartition(".")
         pe = self._table.get(parent) if parent else None

@@ -362,3 +362,33 @@ async def test_a_reexported_function_follows_through_the_reexporting_module(
         code_dir.write("rk", "def g():\n    return 2\n")
         node.code.load(k)
         assert node.code.current(m).g() == 2 and nm.g() == 2
+
+
+async def test_from_import_of_a_name_the_new_version_removed_is_unbound(
+    code_dir: CodeDir,
+) -> None:
+    # Erlang: an -imported function the module no longer exports is `undef` at the call;
+    # the importer's name must not keep the old version (run purged code) forever
+    lib, user = code_dir.name("lib"), code_dir.name("user")
+    code_dir.write("lib", "def f():\n    return 'f1'\n\ndef g():\n    return 'g1'\n")
+    code_dir.write(
+        "user",
+        f"from {lib} import f, g\n\ndef call_f():\n    return f()\n\ndef call_g():\n"
+        "    return g()\n",
+    )
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        u = node.code.current(user)
+        assert (u.call_f(), u.call_g()) == ("f1", "g1")
+        code_dir.write("lib", "def f():\n    return 'f2'\n")
+        node.code.load(lib)
+        assert u.call_f() == "f2"
+        with pytest.raises(NameError, match="'g'"):
+            u.call_g()
+        snap = node.code.snapshot()
+        node.code.purge(lib)
+        code_dir.write("lib", "def f():\n    return 'f3'\n\ndef g():\n    return 'g3'\n")
+        node.code.load(lib)
+        assert (u.call_f(), u.call_g()) == ("f3", "g3")  # defined again: followed again
+        node.code.restore(snap)
+        assert u.call_f() == "f2" and "g" not in vars(u)
