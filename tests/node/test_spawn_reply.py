@@ -25,7 +25,13 @@ async def backend(x, delay):
     return ("backend", x, VERSION)
 
 def init(args):
-    return ("ok", {{"n": 0}})
+    if args == "trap":
+        from relhandler.runtime import trap_exit
+        trap_exit(True)
+    return ("ok", {{"n": 0, "infos": []}})
+
+def handle_info(msg, state):
+    return ("noreply", {{**state, "infos": state["infos"] + [msg]}})
 
 def handle_call(req, from_, state):
     if req[0] == "slow":
@@ -33,6 +39,8 @@ def handle_call(req, from_, state):
         return ("noreply", state)
     if req == "fast":
         return ("reply", ("fast", VERSION, state["n"]), {{**state, "n": state["n"] + 1}})
+    if req == "infos":
+        return ("reply", state["infos"], state)
     if req == "workers":
         from relhandler.runtime import current_node, self_pid
         return ("reply", sorted(current_node().processes[self_pid()].links), state)
@@ -123,3 +131,20 @@ async def test_spawn_reply_outside_the_server_is_refused() -> None:
         fut = asyncio.get_running_loop().create_future()
         with pytest.raises(NotAProcessError, match="spawn_reply"):
             gen_server.spawn_reply(gen_server.From(None, fut), asyncio.sleep, 0)
+
+
+async def test_a_server_that_traps_exits_gets_each_workers_normal_exit(code_dir: CodeDir) -> None:
+    # OTP's rule for a link: docs/runtime.md, "Slow work"; a server that does not trap
+    # exits gets nothing
+    me = code_dir.name("slow")
+    code_dir.write("slow", SLOW.format(v=1))
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        for args, trapping in ((None, False), ("trap", True)):
+            pid = await gen_server.start(me, args)
+            assert await gen_server.call(pid, ("slow", "a", 0)) == ("backend", "a", 1)
+            with pytest.raises(ValueError, match="backend refused"):
+                await gen_server.call(pid, ("slow", "bad", 0))
+            await until(lambda pid=pid: len(node.processes[pid].links) == 0)
+            infos = await gen_server.call(pid, "infos")
+            assert [(m[0], m[2]) for m in infos] == ([("EXIT", "normal")] * 2 if trapping else [])
