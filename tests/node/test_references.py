@@ -392,3 +392,51 @@ async def test_from_import_of_a_name_the_new_version_removed_is_unbound(
         assert (u.call_f(), u.call_g()) == ("f3", "g3")  # defined again: followed again
         node.code.restore(snap)
         assert u.call_f() == "f2" and "g" not in vars(u)
+
+
+async def test_code_built_from_a_class_at_load_holds_that_class_until_it_loads_again(
+    code_dir: CodeDir,
+) -> None:
+    # docs/references.md, "What a module built from another module's classes"
+    item, b = code_dir.name("item"), code_dir.name("builder")
+    source = "import pydantic\n\nclass Item(pydantic.BaseModel):\n    name: str\n{extra}"
+    code_dir.write("item", source.format(extra=""))
+    code_dir.write(
+        "builder",
+        f"""
+        import functools
+        import pydantic
+        import {item} as m
+
+        class Cart(pydantic.BaseModel):
+            items: list[m.Item]
+
+        class Special(m.Item):
+            pass
+
+        @functools.singledispatch
+        def kind(x):
+            return "other"
+
+        @kind.register
+        def _(x: m.Item):
+            return "item"
+
+        def seen(x):
+            return (Cart(items=[x]).items[0].name, kind(x), issubclass(Special, m.Item))
+        """,
+    )
+    async with Node() as node:
+        node.code.set_path([code_dir.root])
+        builder = node.code.current(b)
+        assert builder.seen(node.code.current(item).Item(name="a")) == ("a", "item", True)
+        code_dir.write("item", source.format(extra="    qty: int = 1\n"))
+        node.code.load(item)
+        new = node.code.current(item).Item(name="b")
+        import pydantic
+
+        with pytest.raises(pydantic.ValidationError, match="instance of Item"):
+            builder.seen(new)
+        assert (builder.kind(new), issubclass(builder.Special, type(new))) == ("other", False)
+        node.code.load(b)  # the builder loads after it: built against v2
+        assert node.code.current(b).seen(new) == ("b", "item", True)
