@@ -399,8 +399,11 @@ async def test_code_built_from_a_class_at_load_holds_that_class_until_it_loads_a
 ) -> None:
     # docs/references.md, "What a module built from another module's classes"
     item, b = code_dir.name("item"), code_dir.name("builder")
-    source = "import pydantic\n\nclass Item(pydantic.BaseModel):\n    name: str\n{extra}"
-    code_dir.write("item", source.format(extra=""))
+    source = (
+        "import pydantic\n\nclass Item(pydantic.BaseModel):\n    name: str\n{extra}\n"
+        "def tag():\n    return {v}\n"
+    )
+    code_dir.write("item", source.format(extra="", v=1))
     code_dir.write(
         "builder",
         f"""
@@ -422,6 +425,8 @@ async def test_code_built_from_a_class_at_load_holds_that_class_until_it_loads_a
         def _(x: m.Item):
             return "item"
 
+        TABLE = {{"tag": m.tag}}  # a dispatch table of another module's functions
+
         def seen(x):
             return (Cart(items=[x]).items[0].name, kind(x), issubclass(Special, m.Item))
         """,
@@ -430,8 +435,9 @@ async def test_code_built_from_a_class_at_load_holds_that_class_until_it_loads_a
         node.code.set_path([code_dir.root])
         builder = node.code.current(b)
         assert builder.seen(node.code.current(item).Item(name="a")) == ("a", "item", True)
-        code_dir.write("item", source.format(extra="    qty: int = 1\n"))
+        code_dir.write("item", source.format(extra="    qty: int = 1\n", v=2))
         node.code.load(item)
+        assert builder.TABLE["tag"]() == 1
         new = node.code.current(item).Item(name="b")
         import pydantic
 
@@ -440,3 +446,4 @@ async def test_code_built_from_a_class_at_load_holds_that_class_until_it_loads_a
         assert (builder.kind(new), issubclass(builder.Special, type(new))) == ("other", False)
         node.code.load(b)  # the builder loads after it: built against v2
         assert node.code.current(b).seen(new) == ("b", "item", True)
+        assert node.code.current(b).TABLE["tag"]() == 2
