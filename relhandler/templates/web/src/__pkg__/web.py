@@ -2,9 +2,10 @@
 release: requests that arrive after the install run the new code; no connection closes.
 
 A websocket endpoint that loops keeps the code it started with (as an Erlang process in old
-code does), so its loop calls into this module through the live module
-(`current(__name__).reply`, Erlang's `?MODULE:reply`), and that call runs the current
-version: an open websocket answers in the new version.
+code does), and purging that old code (make-permanent, or the next upgrade) would kill it.
+So the loop lives in `wsloop.py`, which no version changes, and answers through `reply`
+here, looked up on the current version for every message: an open websocket answers in
+the new version and stays open.
 """
 
 __vsn__ = "1"
@@ -13,9 +14,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from relhandler.runtime import current
-
 import {{pkg}}.visits
+import {{pkg}}.wsloop
 
 
 async def home(request):
@@ -27,12 +27,4 @@ def reply(n, text):
     return f"#{n}: {text}"
 
 
-async def echo(websocket):
-    await websocket.accept()
-    n = 0  # per-connection state: lives as long as the connection, across upgrades
-    async for text in websocket.iter_text():
-        n += 1
-        await websocket.send_text(current(__name__).reply(n, text))
-
-
-app = Starlette(routes=[Route("/", home), WebSocketRoute("/ws", echo)])
+app = Starlette(routes=[Route("/", home), WebSocketRoute("/ws", {{pkg}}.wsloop.echo)])
