@@ -223,3 +223,50 @@ async def test_a_listener_adopts_the_socket_a_restart_handed_over(tmp_path: Path
         await sup.terminate_child(top, "http")
         with pytest.raises(ConnectionRefusedError):  # a normal stop closes it for good
             await asyncio.open_connection("127.0.0.1", port)
+
+
+def _doc_block(after: str) -> str:
+    """The first ```python block after the line ``after`` in docs/web.md, as written."""
+    doc = (Path(__file__).parents[2] / "docs" / "web.md").read_text()
+    rest = doc[doc.index(after) :]
+    start = rest.index("```python\n") + len("```python\n")
+    return textwrap.dedent(rest[start : rest.index("```", start)])
+
+
+async def test_docs_examples_run_as_written(tmp_path: Path) -> None:
+    """docs/web.md's chat/room.py (the behaviour) and chat/wsloop.py (the ASGI loop) as
+    they are printed, behind a Starlette chat.site that gives the loop its ``answer``."""
+    code = tmp_path / "code"
+    (code / "chat").mkdir(parents=True)
+    (code / "chat" / "__init__.py").write_text("")
+    (code / "chat" / "room.py").write_text(_doc_block("## The websocket behaviour"))
+    (code / "chat" / "wsloop.py").write_text(_doc_block("* **A websocket endpoint that loops"))
+    (code / "chat" / "site.py").write_text(
+        "from starlette.applications import Starlette\n"
+        "from starlette.routing import WebSocketRoute\n"
+        "import chat.wsloop\n\n"
+        "def answer(n, text):\n    return f'{n}: {text}'\n\n"
+        "app = Starlette(routes=[WebSocketRoute('/', chat.wsloop.ws)])\n"
+    )
+    async with Node() as node:
+        node.code.set_path([code])
+        room = ListenerConfig(name="room", handler="chat.room")
+        site = ListenerConfig(name="site", app="chat.site:app")
+        await sup.start("relhandler.web.listener", ("top", "docs", (room, site)))
+        rp, sp = await web.port("docs", "room"), await web.port("docs", "site")
+        async with websockets.connect(f"ws://127.0.0.1:{rp}/") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "#1 hi"
+            (conn,) = [c.pid for c in sup.peek_children(node.whereis("web:docs:room:conns"))]
+            node.send(conn, "news")  # handle_info answers it
+            assert await ws.recv() == "news"
+        async with websockets.connect(f"ws://127.0.0.1:{sp}/") as ws:
+            await ws.send("a")
+            assert await ws.recv() == "1: a"
+            await ws.send("b")
+            assert await ws.recv() == "2: b"
+    mod: dict[str, Any] = {}
+    exec(_doc_block("## The websocket behaviour"), mod)
+    up = mod["code_change"]("1", {"n": 3}, None)
+    assert up == ("ok", {"count": 3})
+    assert mod["code_change"](("down", "1"), up[1], None) == ("ok", {"n": 3})
