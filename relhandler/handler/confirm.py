@@ -134,7 +134,12 @@ async def run_health(
         pids: list[Pid] = []
         try:
             r = await asyncio.wait_for(_call(h, check, pids), timeout)
-            if r is False:
+            took = time.perf_counter() - t0
+            if took > timeout:
+                # a sync check cannot be interrupted on the loop: its overrun is found when
+                # it returns (as a sync code_change's is), and fails it like any error
+                error = f"took {took:.1f}s, over its {timeout:g}s timeout"
+            elif r is False:
                 error = "returned False"
         except TimeoutError:
             error = f"no answer within {timeout:g}s"

@@ -74,11 +74,12 @@ def _wrap(c: Counter, name: str, real: Callable[..., Any]) -> Callable[..., Any]
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
         c.depth.n = 1
         try:
-            out = real(*args, **kw)
+            return real(*args, **kw)
         finally:
+            # also when the call raised (an mkdir of an existing dir, an unlink of a gone
+            # file: the caller expects those): the point is right after it, however it ended
             c.depth.n = 0
-        os.kill(os.getpid(), signal.SIGKILL)
-        return out
+            os.kill(os.getpid(), signal.SIGKILL)
 
     return wrapper
 

@@ -5,6 +5,7 @@ nothing; a node restarted during the window boots the permanent release and says
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -278,3 +279,30 @@ def test_a_node_restarted_during_the_window_boots_the_permanent_release(
         ("node_restart", "restart", "1.0.0")
     ]
     assert not (root / "run" / "confirm.json").exists()
+
+
+def test_a_health_check_past_its_timeout_fails(tmp_path: Path, nodes: list[NodeProc]) -> None:
+    """A sync check cannot be interrupted on the node's loop, but one that returns after its
+    5 s is a failed check (docs/confirm.md), not a pass; an async one is cancelled."""
+    from tests.fixtures.mkroot import App, make_root
+
+    checks = (
+        "import asyncio, time\n"
+        "def slow_sync():\n    time.sleep(5.5)\n    return True\n"
+        "async def slow_async():\n    await asyncio.sleep(3600)\n"
+    )
+    root = make_root(tmp_path / "r", "hc", "1.0.0", [App("hc", "1.0.0", {"hc.py": checks})])
+    nodes.append(start_node(root))
+    t0 = time.monotonic()
+    # the async check waits out its timeout while the sync one holds the loop: ~5.5 s in all
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        later = pool.submit(call, root, "health", {"checks": ["hc:slow_async"]})
+        time.sleep(0.3)
+        sync = call(root, "health", {"checks": ["hc:slow_sync"]})
+        async_ = later.result(120)
+    took = time.monotonic() - t0
+    assert (sync["ok"], async_["ok"]) == (False, False), (sync, async_)
+    assert "over its 5s timeout" in sync["checks"][0]["error"], sync
+    assert async_["checks"][0]["error"] == "no answer within 5s", async_
+    assert took < 60
+    assert call(root, "ping")["pid"] == nodes[-1].proc.pid
