@@ -54,11 +54,13 @@ def _date() -> bytes:
     return d
 
 
+_PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+_SERVER = (b"server", b"relhandler")
+
+
 def _phrase(status: int) -> bytes:
-    try:
-        return http.HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+    return _PHRASES.get(status, b"")
 
 
 class ClientDisconnected(OSError):
@@ -74,7 +76,8 @@ class _HeadTimeout(Exception):
 
 
 def head_size(req: h11.Request) -> int:
-    return len(req.target) + sum(len(k) + len(v) + 4 for k, v in req.headers)
+    """The bytes of a request head that count against ``max_header_bytes``."""
+    return len(req.target) + sum(len(k) + len(v) + 4 for k, v in req.headers.raw_items())
 
 
 def refusal(e: WsRemoteError) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -86,14 +89,26 @@ def refusal(e: WsRemoteError) -> tuple[int, list[tuple[bytes, bytes]]]:
     return 400, []
 
 
-def _is_ws_upgrade(req: h11.Request) -> bool:
-    upgrade = connection = b""
-    for k, v in req.headers:
-        if k == b"upgrade":
-            upgrade = v.lower()
-        elif k == b"connection":
-            connection = v.lower()
-    return upgrade == b"websocket" and b"upgrade" in connection and req.method == b"GET"
+class _Head:
+    """What the connection loop needs from a request head, read in one pass."""
+
+    __slots__ = ("close", "expect_100", "headers", "req", "upgrade")
+
+    def __init__(self, req: h11.Request) -> None:
+        self.req = req
+        # h11 has lowercased the names already (ASGI wants them lowercased)
+        self.headers: list[tuple[bytes, bytes]] = list(req.headers)
+        self.close = self.expect_100 = False
+        upgrade = connection = b""
+        for k, v in self.headers:
+            if k == b"connection":
+                connection = v.lower()
+                self.close = self.close or b"close" in connection
+            elif k == b"upgrade":
+                upgrade = v.lower()
+            elif k == b"expect":
+                self.expect_100 = v.lower() == b"100-continue"
+        self.upgrade = upgrade == b"websocket" and b"upgrade" in connection and req.method == b"GET"
 
 
 class _Conn:
@@ -115,64 +130,114 @@ class _Conn:
         self.server = (sock[0], sock[1]) if isinstance(sock, tuple) else None
         self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self.scheme = "https" if writer.get_extra_info("sslcontext") is not None else "http"
+        self.transport = writer.transport
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        # one lazy timer per connection, not one per read (see _arm)
+        self.deadline = 0.0  # loop time the current read_until gives up at; 0: no wait
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.timed_out = False
 
-    async def read(self, timeout: float | None = None) -> bytes:
+    async def read(self) -> bytes:
         try:
-            if timeout is None:
-                data = await self.reader.read(READ)
-            else:
-                async with asyncio.timeout(timeout):
-                    data = await self.reader.read(READ)
-        except TimeoutError:
-            raise  # an OSError subclass: not a closed connection
+            data = await self.reader.read(READ)
         except (ConnectionError, OSError) as e:
             raise _Closed from e
         if not data:
             self.eof = True
         return data
 
+    def _arm(self, deadline: float) -> None:
+        # Keep-alive deadlines move forward with every request: the timer stays where it
+        # is and, when it fires early, re-arms for the deadline then in force. So a busy
+        # connection costs one timer per keep-alive period, not a timer per request.
+        self.deadline = deadline
+        t = self.timer
+        if t is not None:
+            if self.timer_at <= deadline:
+                return
+            t.cancel()
+        self.timer_at = deadline
+        self.timer = self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        d = self.deadline
+        if not d:
+            return  # not waiting (a request is being served): the next wait re-arms
+        if self.loop.time() < d:
+            self.timer_at = d
+            self.timer = self.loop.call_at(d, self._fire)
+            return
+        # what asyncio.timeout does: cancel the waiting task, turned into TimeoutError below
+        self.timed_out = True
+        self.task.cancel()
+
+    async def read_until(self, deadline: float) -> bytes:
+        """``read``, or TimeoutError at loop time ``deadline``."""
+        self._arm(deadline)
+        try:
+            data = await self.reader.read(READ)
+        except asyncio.CancelledError:
+            if self.timed_out:
+                self.timed_out = False
+                if self.task.uncancel() == 0:  # our cancel alone, not a kill
+                    raise TimeoutError from None
+            raise
+        except (ConnectionError, OSError) as e:
+            raise _Closed from e
+        finally:
+            self.deadline = 0.0
+        if not data:
+            self.eof = True
+        return data
+
     def write(self, data: bytes) -> None:
-        if data and not self.writer.is_closing():
-            self.writer.write(data)
+        if data and not self.transport.is_closing():
+            self.transport.write(data)
 
     async def drain(self) -> None:
-        t = self.writer.transport
-        if t.get_write_buffer_size() > self.cfg.high_water:
+        if self.transport.get_write_buffer_size() > self.cfg.high_water:
             try:
                 await self.writer.drain()
             except (ConnectionError, OSError) as e:
                 raise _Closed from e
 
-    async def next_head(self) -> h11.Request | None:
+    async def next_head(self) -> _Head | None:
         """The next request's head, or None when the client is done (EOF, idle timeout)."""
-        loop = asyncio.get_running_loop()
-        idle_deadline = loop.time() + self.cfg.keep_alive_timeout
-        head_deadline: float | None = None
-        while True:
-            ev = self.h11.next_event()
-            if ev is h11.NEED_DATA:
-                if self.h11.trailing_data[0] and head_deadline is None:
-                    head_deadline = loop.time() + self.cfg.header_timeout
-                deadline = head_deadline if head_deadline is not None else idle_deadline
+        h = self.h11
+        ev = h.next_event()
+        if ev is h11.NEED_DATA:
+            cfg = self.cfg
+            loop = self.loop
+            deadline = loop.time() + cfg.keep_alive_timeout
+            in_head = False
+            while ev is h11.NEED_DATA:
+                if not in_head and h.trailing_data[0]:
+                    in_head = True  # a head has begun: it gets header_timeout from now
+                    deadline = loop.time() + cfg.header_timeout
                 try:
-                    data = await self.read(max(0.0, deadline - loop.time()))
+                    data = await self.read_until(deadline)
                 except TimeoutError:
-                    if head_deadline is None:
+                    if not in_head:
                         return None  # idle keep-alive connection: closed silently
                     raise _HeadTimeout from None
-                if not data and not self.h11.trailing_data[0]:
+                if not data and not h.trailing_data[0]:
                     return None
-                self.h11.receive_data(data)
-                continue
-            if isinstance(ev, h11.Request):
-                if head_size(ev) > self.cfg.max_header_bytes:
-                    # h11 bounds only a head still incomplete; one that arrived whole in a
-                    # single read is measured here, so the limit does not depend on timing
-                    raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-                return ev
-            if ev is h11.PAUSED or isinstance(ev, h11.ConnectionClosed):
-                return None
-            raise h11.RemoteProtocolError(f"unexpected {type(ev).__name__}", error_status_hint=400)
+                h.receive_data(data)
+                ev = h.next_event()
+        if isinstance(ev, h11.Request):
+            if head_size(ev) > self.cfg.max_header_bytes:
+                # h11 bounds only a head still incomplete; one that arrived whole in a
+                # single read is measured here, so the limit does not depend on timing
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+            return _Head(ev)
+        if ev is h11.PAUSED or isinstance(ev, h11.ConnectionClosed):
+            return None
+        raise h11.RemoteProtocolError(f"unexpected {type(ev).__name__}", error_status_hint=400)
 
     async def body_event(self) -> h11.Data | h11.EndOfMessage | None:
         """The next piece of the request body (None: the client went away)."""
@@ -220,6 +285,9 @@ class _Conn:
             self.write(fresh.send(h11.EndOfMessage()))
 
     def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         with contextlib.suppress(Exception):  # a transport already gone
             self.writer.close()
 
@@ -239,10 +307,11 @@ async def serve_connection(
     live: set[_Conn] | None = shared.get("conns") if shared is not None else None
     if live is not None:
         live.add(c)  # so a stopping listener can drain it
+    apps = _Apps(cfg)
     try:
         while not c.draining:
             try:
-                req = await c.next_head()
+                head = await c.next_head()
             except h11.RemoteProtocolError as e:
                 status = e.error_status_hint if e.error_status_hint in (400, 431) else 400
                 body = (
@@ -255,12 +324,12 @@ async def serve_connection(
             except _HeadTimeout:
                 c.simple_response(408, b"Request timeout.")
                 return
-            if req is None:
+            if head is None:
                 return
-            app = _current_app(cfg)
-            if _is_ws_upgrade(req):
+            app = apps.current()
+            if head.upgrade:
                 try:
-                    ws = _WebSocket(c, req, app)
+                    ws = _WebSocket(c, head, app)
                 except WsRemoteError as e:
                     status, extra = refusal(e)
                     c.simple_response(status, b"Unsupported upgrade request.", extra=extra)
@@ -270,7 +339,7 @@ async def serve_connection(
                 await ws.run()
                 return
             c.busy = True
-            keep = await _HttpCycle(c, req, app).run()
+            keep = await _HttpCycle(c, head, app).run()
             c.busy = False
             if not keep:
                 return
@@ -300,9 +369,30 @@ async def drain(live: set[_Conn], timeout: float) -> None:
         await asyncio.sleep(0.02)
 
 
-def _current_app(cfg: ListenerConfig) -> ASGIApp:
-    app: ASGIApp = getattr(current(cfg.module), cfg.attr)
-    return app
+class _Apps:
+    """The listener's ASGI app as its module's current version holds it right now."""
+
+    __slots__ = ("attr", "live", "module")
+
+    def __init__(self, cfg: ListenerConfig) -> None:
+        self.module = cfg.module
+        self.attr = cfg.attr
+        self.live: Any = None
+
+    def current(self) -> ASGIApp:
+        # a LiveModule forwards each lookup to the version current at that moment, so
+        # the handle is kept for the connection; a module gone since (deleted, purged)
+        # takes the full path, which loads it again as the first request did
+        live = self.live
+        if live is not None:
+            try:
+                app: ASGIApp = getattr(live, self.attr)
+                return app
+            except AttributeError:
+                pass
+        self.live = live = current(self.module)
+        app = getattr(live, self.attr)
+        return app
 
 
 async def _finish_cycle(c: _Conn) -> bool:
@@ -323,21 +413,21 @@ async def _finish_cycle(c: _Conn) -> bool:
     return True
 
 
-def _scope_base(c: _Conn, req: h11.Request, kind: str) -> dict[str, Any]:
-    target = req.target
-    path, _, query = target.partition(b"?")
-    raw_path = path
-    cfg = c.cfg
+def _scope_base(c: _Conn, head: _Head, kind: str) -> dict[str, Any]:
+    req = head.req
+    raw_path, _, query = req.target.partition(b"?")
+    root_path = c.cfg.root_path
+    v = req.http_version
     return {
         "type": kind,
         "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": req.http_version.decode(),
+        "http_version": _VERSIONS.get(v) or v.decode(),
         "scheme": ("wss" if c.scheme == "https" else "ws") if kind == "websocket" else c.scheme,
-        "path": cfg.root_path + unquote(raw_path.decode("latin-1")),
+        "path": root_path + unquote(raw_path.decode("latin-1")),
         "raw_path": raw_path,
         "query_string": query,
-        "root_path": cfg.root_path,
-        "headers": [(k.lower(), v) for k, v in req.headers],
+        "root_path": root_path,
+        "headers": head.headers,
         "client": c.client,
         "server": c.server,
         "state": dict(c.lifespan_state),
@@ -347,29 +437,39 @@ def _scope_base(c: _Conn, req: h11.Request, kind: str) -> dict[str, Any]:
 class _HttpCycle:
     """One request/response cycle (ASGI ``http`` scope)."""
 
-    def __init__(self, c: _Conn, req: h11.Request, app: ASGIApp) -> None:
+    __slots__ = (
+        "app",
+        "body_done",
+        "c",
+        "complete",
+        "expect_100",
+        "gone",
+        "head",
+        "headers",
+        "keep_alive",
+        "request",
+        "started",
+        "status",
+    )
+
+    def __init__(self, c: _Conn, head: _Head, app: ASGIApp) -> None:
         self.c = c
-        self.req = req
+        self.request = head
         self.app = app
         self.started = False
         self.complete = False
         self.body_done = False
         self.status = 200
         self.headers: list[tuple[bytes, bytes]] | None = []
-        self.keep_alive = True
+        self.keep_alive = not head.close
         self.gone = False  # the connection is closed under the app (its sends raise)
-        self.expect_100 = any(
-            k == b"expect" and v.lower() == b"100-continue" for k, v in req.headers
-        )
-        self.head = req.method == b"HEAD"
-        for k, v in req.headers:
-            if k == b"connection" and b"close" in v.lower():
-                self.keep_alive = False
+        self.expect_100 = head.expect_100
+        self.head = head.req.method == b"HEAD"
 
     async def run(self) -> bool:
         """Run the app; True if the connection may serve another request."""
-        scope = _scope_base(self.c, self.req, "http")
-        scope["method"] = self.req.method.decode()
+        scope = _scope_base(self.c, self.request, "http")
+        scope["method"] = self.request.req.method.decode()
         try:
             await self.app(scope, self.receive, self.send)
         except _Closed:
@@ -441,8 +541,9 @@ class _HttpCycle:
                 raise RuntimeError("http.response.start sent twice")
             self.started = True
             self.status = int(msg["status"])
-            headers = [(bytes(k).lower(), bytes(v)) for k, v in msg.get("headers", [])]
-            headers.append((b"server", b"relhandler"))
+            # h11 checks the names and values and lowercases the names it compares
+            headers = list(msg.get("headers", ()))
+            headers.append(_SERVER)
             headers.append((b"date", _date()))
             if not self.keep_alive or c.draining:
                 headers.append((b"connection", b"close"))
@@ -483,12 +584,12 @@ class _WebSocket:
     ``ClientDisconnected``. Messages wait in a queue of ``WS_MAX_QUEUE``; when it is full,
     reading pauses until the app receives."""
 
-    def __init__(self, c: _Conn, req: h11.Request, app: ASGIApp) -> None:
+    def __init__(self, c: _Conn, head: _Head, app: ASGIApp) -> None:
         self.c = c
-        self.req = req
+        self.request = head
         self.app = app
         self.ws = WSConnection(ConnectionType.SERVER)
-        self.ws.initiate_upgrade_connection(list(req.headers), req.target)
+        self.ws.initiate_upgrade_connection(head.headers, head.req.target)
         self.pending = self._trailing()
         self.accepted = False
         self.closed = False
@@ -511,7 +612,7 @@ class _WebSocket:
         return bytes(data)
 
     async def run(self) -> None:
-        scope = _scope_base(self.c, self.req, "websocket")
+        scope = _scope_base(self.c, self.request, "websocket")
         scope["subprotocols"] = list(self.upgrade.subprotocols) if self.upgrade else []
         try:
             await self.app(scope, self.receive, self.send)
