@@ -7,7 +7,8 @@ saw their client go), ``/ws`` a websocket echo that picks the first offered subp
 ``/push`` a websocket that only sends. ``probe.store`` never changes between versions, so its
 counters survive an upgrade. The ``tls`` listener serves the same app over TLS; its
 certificate and key paths are written into the project (``build(work, cert=..., key=...)``).
-The lifespan writes its events to the file ``$PROBE_LOG``, when set.
+The lifespan writes its events to the file ``$PROBE_LOG``, when set, and fails its startup
+when ``$PROBE_FAIL_STARTUP`` is set.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ async def lifespan(scope, receive, send):
     while True:
         msg = await receive()
         _log(msg["type"] + " " + VSN)
+        if msg["type"] == "lifespan.startup" and os.environ.get("PROBE_FAIL_STARTUP"):
+            await send({{"type": "lifespan.startup.failed", "message": "no database"}})
+            return
         if msg["type"] == "lifespan.startup":
             scope["state"]["opened_by"] = VSN
             await send({{"type": "lifespan.startup.complete"}})

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -343,3 +346,21 @@ async def test_stop_drains_like_uvicorn_then_lifespan_shutdown(
         idle_w.close()
     finally:
         p.node.close()
+
+
+def test_a_failed_lifespan_startup_fails_the_boot(probe_builds: Path, tmp_path: Path) -> None:
+    """lifespan.startup.failed fails the listener, so the application, so the boot: exit 1,
+    the app's message in the error, no traceback (docs/web.md, Lifespan, Boot)."""
+    root = tmp_path / "root"
+    cli("deploy", str(probe_builds / "probe-1.0.0.tar.gz"), "--root", str(root), check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "relhandler.cli", "start", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PROBE_FAIL_STARTUP": "1"},
+    )
+    assert r.returncode == 1
+    assert "application 'probe' failed to start" in r.stderr
+    assert "lifespan startup failed: no database" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
