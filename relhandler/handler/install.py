@@ -1229,7 +1229,8 @@ def _scratch_module(p: Prepared) -> types.ModuleType:
     import builtins
 
     m = types.ModuleType(p.name)
-    decorate(m, p, None)  # its spec and loader: package data reads from the new code's dir
+    # its spec and loader: package data reads from the new code's dir
+    decorate(m, p.name, p.file, p.is_package, None)
     m.__dict__["__builtins__"] = builtins
     import sys as _sys
 

@@ -34,6 +34,7 @@ import sys
 import time
 import traceback
 import types
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,24 +242,39 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         loader = module.__dict__.get("__loader__")
         if isinstance(loader, VersionLoader) and loader.spec is not None:
             module.__spec__ = loader.spec
+            return
+        # importlib.reload of a loaded version: it overwrote the version's spec, loader,
+        # __file__ and __path__ with the finder's; put them back and say what to use
+        name = module.__dict__.get("__name__")
+        e = self.server._table.get(name) if isinstance(name, str) else None
+        for v in (e.current, e.old) if e is not None else ():
+            if v is not None and v.module is module:
+                decorate(module, v.name, v.file, v.file.name == "__init__.py", self.server)
+                warnings.warn(
+                    f"importlib.reload does not load a new version of managed module "
+                    f"{v.name!r}: use `relhandler reload {v.name}` (node.code.reload)",
+                    stacklevel=2,
+                )
+                return
 
 
-def decorate(m: types.ModuleType, p: Prepared, server: CodeServer | None) -> None:
-    """Give the module object of version ``p`` what an import gives a module: its own
-    spec and loader, ``__file__``, ``__package__`` and a package's ``__path__``."""
-    loader = VersionLoader(p.name, str(p.file), server)
-    spec = importlib.machinery.ModuleSpec(
-        p.name, loader, origin=str(p.file), is_package=p.is_package
-    )
+def decorate(
+    m: types.ModuleType, name: str, file: Path, is_package: bool, server: CodeServer | None
+) -> None:
+    """Give the module object of a version of ``name`` loaded from ``file`` what an
+    import gives a module: its own spec and loader, ``__file__``, ``__package__`` and a
+    package's ``__path__``."""
+    loader = VersionLoader(name, str(file), server)
+    spec = importlib.machinery.ModuleSpec(name, loader, origin=str(file), is_package=is_package)
     spec.has_location = True
     loader.spec = spec
     m.__spec__ = spec
-    m.__file__ = str(p.file)
+    m.__file__ = str(file)
     m.__loader__ = loader
-    m.__package__ = p.name if p.is_package else p.name.rpartition(".")[0]
-    if p.is_package:
-        m.__path__ = [str(p.file.parent)]
-        spec.submodule_search_locations = [str(p.file.parent)]
+    m.__package__ = name if is_package else name.rpartition(".")[0]
+    if is_package:
+        m.__path__ = [str(file.parent)]
+        spec.submodule_search_locations = [str(file.parent)]
 
 
 def _literal_vsn(tree: ast.Module) -> str | None:
@@ -396,7 +412,7 @@ class CodeServer:
         return Prepared(name, path, vsn, code, is_pkg, _from_imports(tree, name, is_pkg))
 
     def _decorate(self, m: types.ModuleType, p: Prepared) -> None:
-        decorate(m, p, self)
+        decorate(m, p.name, p.file, p.is_package, self)
 
     def _execute(self, p: Prepared, entry: _Entry) -> ModuleVersion:
         m = types.ModuleType(p.name)

@@ -164,6 +164,12 @@ async def test_package_data_reads_as_for_a_normal_import(code_dir: CodeDir, tmp_
         # data, also from old code; the old version's own spec still names its own file
         assert mod.read_both() == new.read_both()
         assert importlib.resources.files(mod).joinpath("greeting.txt").read_text() == "hi"
+        # importlib.reload loads nothing (the code server does), says so, and leaves the
+        # version's own spec and loader in place
+        with pytest.warns(UserWarning, match=f"use `relhandler reload {me}`"):
+            assert importlib.reload(new) is new
+        assert new.__spec__.loader is new.__loader__ and new.read_both()[0] == "hello"
+        assert new.__file__ == str(v2) and new.GREETING == "hello"
 
 
 SERVER_PKG = """
