@@ -603,6 +603,8 @@ class _WebSocket:
         self.ready = asyncio.Event()  # the queue got a message, or the reader ended
         self.room = asyncio.Event()  # the queue has room again
         self.ended = False  # nothing more to read: the client closed, or 1009 was sent
+        self.pinger: asyncio.Task[None] | None = None
+        self.pong = asyncio.Event()
         for ev in self.ws.events():
             if isinstance(ev, wse.Request):
                 self.upgrade = ev
@@ -633,8 +635,9 @@ class _WebSocket:
                 self._close(1011, "")
             return
         finally:
-            if self.reader is not None:
-                self.reader.cancel()
+            for t in (self.reader, self.pinger):
+                if t is not None:
+                    t.cancel()
         if not self.accepted:
             self._reject(403)
         else:
@@ -676,6 +679,29 @@ class _WebSocket:
         if self.reader is None:
             self.reader = asyncio.get_running_loop().create_task(self._read())
 
+    async def _keepalive(self) -> None:
+        """uvicorn's websocket keepalive: a ping every ``ws_ping_interval`` s, and no pong
+        within ``ws_ping_timeout`` s closes the connection with 1011, so a peer gone without
+        a word (no FIN) does not hold a connection and its app forever."""
+        cfg = self.c.cfg
+        while True:
+            await asyncio.sleep(cfg.ws_ping_interval)
+            if self.ended or self.closed:
+                return
+            self.pong.clear()
+            with contextlib.suppress(WsLocalError):
+                self.c.write(self.ws.send(wse.Ping(payload=b"relhandler")))
+            try:
+                async with asyncio.timeout(cfg.ws_ping_timeout or None):  # 0: none
+                    await self.pong.wait()
+            except TimeoutError:
+                self._close(1011, "keepalive ping timeout")
+                self.queue.append({"type": "websocket.disconnect", "code": 1011})
+                self.ended = True
+                self.ready.set()
+                self.c.close()
+                return
+
     async def _read(self) -> None:
         try:
             while not self.ended:
@@ -703,6 +729,8 @@ class _WebSocket:
             if isinstance(ev, wse.Ping):
                 with contextlib.suppress(WsLocalError):  # a ping after our close frame
                     self.c.write(self.ws.send(ev.response()))
+            elif isinstance(ev, wse.Pong):
+                self.pong.set()
             elif isinstance(ev, wse.CloseConnection):
                 if not self.closed:
                     self.closed = True
@@ -746,6 +774,8 @@ class _WebSocket:
                 self.pending = b""
                 self._events()
             self._start_reader()
+            if self.c.cfg.ws_ping_interval > 0 and self.pinger is None:
+                self.pinger = asyncio.get_running_loop().create_task(self._keepalive())
             return
         if t == "websocket.send":
             if not self.accepted or self.closed or self.c.writer.is_closing():

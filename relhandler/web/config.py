@@ -1,7 +1,8 @@
 """Listener configuration: what an application declares under its env key ``listeners``.
 
 Defaults follow uvicorn's (keep-alive 5 s, 16 KiB of request head, 16 MiB websocket
-messages, backlog 2048, 64 KiB read high-water mark); ``header_timeout`` is ours (uvicorn has
+messages, a websocket ping every 20 s answered within 20 s, backlog 2048, 64 KiB read
+high-water mark); ``header_timeout`` is ours (uvicorn has
 none, so a slowloris client holds a connection forever there).
 """
 
@@ -39,6 +40,8 @@ class ListenerConfig:
     max_header_bytes: int = 16 * 1024
     high_water: int = 64 * 1024
     ws_max_size: int = 16 * 1024 * 1024
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
     backlog: int = 2048
     root_path: str = ""
 
@@ -80,6 +83,8 @@ _NUMBERS = {
     "max_header_bytes",
     "high_water",
     "ws_max_size",
+    "ws_ping_interval",
+    "ws_ping_timeout",
     "backlog",
     "port",
 }

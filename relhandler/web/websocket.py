@@ -84,7 +84,8 @@ class _Ws:
         self.inflight = 0
         self.resume = asyncio.Event()
         self.pump: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the head's timeout, then the pings'
+        self.awaiting_pong = False
 
     def write(self, data: bytes) -> None:
         if data and not self.writer.is_closing():
@@ -239,6 +240,23 @@ class _Fixed:
                 _plain(conn, 408, b"Request timeout.")
                 return ("stop", "normal", state)
             return ("noreply", state)
+        if tag == "$ws_ping":  # uvicorn's keepalive: see _keepalive in _http.py
+            if conn.closed or conn.ws is None:
+                return ("noreply", state)
+            conn.awaiting_pong = True
+            with contextlib.suppress(WsLocalError):
+                conn.write(conn.ws.send(wse.Ping(payload=b"relhandler")))
+            if conn.cfg.ws_ping_timeout > 0:
+                _after(conn, me, conn.cfg.ws_ping_timeout, "$ws_pong_due")
+            else:
+                _after(conn, me, conn.cfg.ws_ping_interval, "$ws_ping")
+            return ("noreply", state)
+        if tag == "$ws_pong_due":
+            if conn.awaiting_pong:
+                conn.close_frame(1011, "keepalive ping timeout")
+                return ("stop", "normal", state)
+            _after(conn, me, conn.cfg.ws_ping_interval, "$ws_ping")
+            return ("noreply", state)
         if not conn.open:
             return ("noreply", state)
         fn = getattr(_handler(me), "handle_info", None)
@@ -293,6 +311,11 @@ def _close_code(reason: Any) -> int:
     if reason in ("shutdown", "killed") or (isinstance(reason, tuple) and reason[0] == "shutdown"):
         return 1001
     return 1011
+
+
+def _after(conn: _Ws, me: Pid, delay: float, tag: str) -> None:
+    node = current_node()
+    conn.timer = node.loop.call_later(delay, node.send, me, (tag,))
 
 
 def _forget(pid: Pid) -> None:
@@ -381,6 +404,8 @@ async def _handshake(conn: _Ws, data: bytes, state: Any) -> Any:
         r = ("ok", r[1])
     conn.write(ws.send(wse.AcceptConnection(subprotocol=subprotocol)))
     conn.open = True
+    if conn.cfg.ws_ping_interval > 0:
+        _after(conn, me, conn.cfg.ws_ping_interval, "$ws_ping")
     out = _result(conn, "init", r, state)
     if out[0] == "stop":
         return out
@@ -407,6 +432,8 @@ async def _events(conn: _Ws, state: Any) -> Any:
     for ev in conn.ws.events():
         if isinstance(ev, wse.Ping):
             conn.write(conn.ws.send(ev.response()))
+        elif isinstance(ev, wse.Pong):
+            conn.awaiting_pong = False
         elif isinstance(ev, wse.CloseConnection):
             if not conn.closed:
                 conn.closed = True

@@ -125,6 +125,9 @@ CASES = [
         ("status", 426),
     ),
     Case("behaviour: slowloris", "room", False, _slowloris, ("status", 408)),
+    # a peer gone without a FIN: its websocket is pinged every ws_ping_interval (1 s here)
+    Case("never answers a ping", "http", True, _bytes(b""), ("close", 1011)),
+    Case("behaviour: never answers a ping", "room", True, _bytes(b""), ("close", 1011)),
     Case("behaviour: unmasked frame", "room", True, _bytes(_unmasked_text("hi")), ("close", 1002)),
     Case("behaviour: bad opcode", "room", True, _bytes(_masked(0xB, b"")), ("close", 1002)),
     Case(

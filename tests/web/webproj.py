@@ -35,12 +35,16 @@ name = "http"
 app = "webt.site:app"
 ws_max_size = 1048576
 header_timeout = 2
+ws_ping_interval = 1
+ws_ping_timeout = 2
 
 [[tool.relhandler.apps.webt.env.listeners]]
 name = "room"
 handler = "webt.room"
 ws_max_size = 1048576
 header_timeout = 2
+ws_ping_interval = 1
+ws_ping_timeout = 2
 """
 
 APP = """
