@@ -32,11 +32,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import tomli_w
+
 from relhandler.control.client import Client
 from relhandler.control.daemon import check_not_running, check_socket_path, node_argv
 from relhandler.control.server import run_dir
 from relhandler.errors import ReleaseError, RelhandlerError, UnreachableError
 from relhandler.handler import store
+from relhandler.handler.boot import DEV_FILE
 from relhandler.handler.reload import summary
 from relhandler.handler.unpack import record_of
 from relhandler.release.config import BuildConfig, read_config
@@ -99,6 +102,8 @@ def make_dev_root(project: Path) -> DevRoot:
     if cfg.config is not None:
         sys_cfg = parse_sys(load_toml(cfg.config), str(cfg.config))
         (rel_dir / "sys.toml").write_text(dump_sys(sys_cfg))
+    # no bundle: the node imports the project's declared dependencies from this environment
+    (root / DEV_FILE).write_text(tomli_w.dumps({"dependencies": list(cfg.dependencies)}))
     store.write_releases(root, store.Releases((record_of(rel, "permanent"),)))
     store.write_start(root, store.StartFile(cfg.version))
     return DevRoot(root, cfg, tuple(a.path for a in cfg.apps))

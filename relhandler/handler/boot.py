@@ -18,11 +18,29 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from relhandler.errors import ConfigError, ReleaseError
 from relhandler.handler import journal, store
-from relhandler.release.model import AppSpec, ReleaseSpec, read_app, read_release, read_sys
+from relhandler.handler.importguard import ImportGuard, allowed_names, install
+from relhandler.release.model import (
+    AppSpec,
+    ReleaseSpec,
+    load_toml,
+    read_app,
+    read_release,
+    read_sys,
+)
 from relhandler.runtime import Node
 from relhandler.runtime.application import AppController
 
-__all__ = ["BootedRelease", "boot", "choose_release", "load_release"]
+__all__ = [
+    "DEV_FILE",
+    "BootedRelease",
+    "boot",
+    "choose_release",
+    "dev_dependencies",
+    "load_release",
+]
+
+DEV_FILE = "dev.toml"
+"""A ``relhandler dev`` root's file naming the project's dependencies (not in a tarball)."""
 
 log = logging.getLogger("relhandler.boot")
 
@@ -93,6 +111,18 @@ def load_release(root: Path, vsn: str) -> BootedRelease:
     return BootedRelease(root, rel, apps, read_sys(rel_dir / "sys.toml"))
 
 
+def dev_dependencies(root: Path) -> list[str]:
+    """The requirements a ``relhandler dev`` root imports from relhandler's environment
+    (none for a root a release was deployed to)."""
+    path = root / DEV_FILE
+    if not path.is_file():
+        return []
+    deps = load_toml(path).get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ConfigError(f"{path}: dependencies must be a list of requirement strings")
+    return list(deps)
+
+
 def code_path(booted: BootedRelease) -> list[Path]:
     return [booted.root / "lib" / a.dir_name for a in booted.release.apps]
 
@@ -115,6 +145,8 @@ async def boot(node: Node, root: Path, *, release: str | None = None) -> BootedR
         deps = str(root / "lib" / booted.release.deps)
         if deps not in sys.path:
             sys.path.insert(0, deps)
+    # from here on the node imports only what the release ships (and relhandler's runtime)
+    install(ImportGuard(root / "lib", allowed_names(dev_dependencies(root)), node.code.owns))
     apps = node.apps if isinstance(node.apps, AppController) else AppController(node)
     for spec in booted.apps:
         apps.load(spec, booted.env.get(spec.name))

@@ -8,7 +8,6 @@ keeps the earlier versions, so ``relup --from OLD`` finds them.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -16,16 +15,20 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import tomli_w
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from relhandler.errors import ConfigError
 from relhandler.release.appup import read_appup
 from relhandler.release.config import BuildConfig, read_config
-from relhandler.release.deps import HotLib, install_deps, move_hot, resolve_wheels, wheel_cache
+from relhandler.release.deps import (
+    HotLib,
+    install_deps,
+    move_hot,
+    resolve_wheels,
+    runtime_conflict,
+    wheel_cache,
+)
 from relhandler.release.imports import missing_imports
 from relhandler.release.model import (
     AppSpec,
@@ -82,49 +85,6 @@ class _Bundle:
     dists: tuple[BundledDist, ...] | None = None
 
 
-def runtime_dists() -> dict[str, str]:
-    """The distributions relhandler's node runs on (its runtime requirements, transitively),
-    canonical name -> installed version."""
-    out: dict[str, str] = {}
-    todo = ["relhandler"]
-    while todo:
-        name = todo.pop()
-        try:
-            reqs = importlib.metadata.requires(name) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        for r in reqs:
-            req = Requirement(r)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue  # an extra (test, docs) or another platform's
-            key = canonicalize_name(req.name)
-            if key in out:
-                continue
-            try:
-                out[key] = importlib.metadata.version(req.name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-            todo.append(req.name)
-    return out
-
-
-def _refuse_runtime_conflicts(dists: Sequence[Any]) -> None:
-    """A bundled distribution that relhandler's node has already imported would never be
-    imported from the release (the node's copy is in sys.modules first): refuse the build
-    unless the versions agree."""
-    mine = runtime_dists()
-    for d in dists:
-        have = mine.get(canonicalize_name(d.name))
-        if have is not None and have != d.version:
-            raise ConfigError(
-                f"[project].dependencies: the release bundles {d.name} {d.version}, but the "
-                f"node runs on relhandler's own {d.name} {have}, which it may have imported "
-                f"before the release (then the release gets {have}); depend on "
-                f"{d.name}=={have} or drop it",
-                code="dep_conflict",
-            )
-
-
 def _bundle_deps(cfg: BuildConfig, lib: Path, find_links: Sequence[Path]) -> _Bundle:
     """Install the project's dependencies from wheels: the hot ones each into its own lib dir
     (a library application), the rest into one content-addressed lib dir."""
@@ -136,7 +96,9 @@ def _bundle_deps(cfg: BuildConfig, lib: Path, find_links: Sequence[Path]) -> _Bu
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "site"
         installed = install_deps(wheels, target)
-        _refuse_runtime_conflicts(installed.dists)
+        conflict = runtime_conflict((d.name, d.version) for d in installed.dists)
+        if conflict is not None:
+            raise ConfigError(f"[project].dependencies: {conflict}", code="dep_conflict")
         clash = sorted({a.name for a in cfg.apps} & set(cfg.hot_deps))
         if clash:
             raise ConfigError(

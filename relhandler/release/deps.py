@@ -12,6 +12,7 @@ offline, and a release built twice from the same cache is byte-identical. Instal
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import re
 import shutil
@@ -19,11 +20,12 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from relhandler.errors import ConfigError
@@ -35,6 +37,9 @@ __all__ = [
     "install_deps",
     "move_hot",
     "resolve_wheels",
+    "runtime_conflict",
+    "runtime_dists",
+    "top_level_names",
     "wheel_cache",
 ]
 
@@ -310,3 +315,64 @@ def move_hot(installed: Installed, hot: Sequence[str], lib: Path) -> list[HotLib
         if p.is_dir() and not any(p.iterdir()):
             p.rmdir()
     return out
+
+
+def runtime_dists(root: str = "relhandler") -> dict[str, importlib.metadata.Distribution]:
+    """The distributions ``root`` runs on: itself and its runtime requirements (no extras),
+    transitively, as installed here; canonical name -> distribution. A requirement that is
+    not installed (another platform's, an optional one) is left out."""
+    out: dict[str, importlib.metadata.Distribution] = {}
+    todo = [root]
+    while todo:
+        name = todo.pop()
+        key = canonicalize_name(name)
+        if key in out:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        out[key] = dist
+        for r in dist.requires or ():
+            try:
+                req = Requirement(r)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue  # an extra (test, docs) or another platform's
+            todo.append(req.name)
+    return out
+
+
+def top_level_names(dist: importlib.metadata.Distribution) -> set[str]:
+    """The top-level import names a distribution provides: its ``top_level.txt`` when it has
+    one, else the first component of every module or package in its RECORD."""
+    listed = dist.read_text("top_level.txt")
+    if listed:
+        return {t.strip().split("/")[0] for t in listed.splitlines() if t.strip()}
+    out = set()
+    for f in dist.files or ():
+        parts = f.parts
+        if not parts or parts[0] in ("..", "bin", "__pycache__"):
+            continue
+        if parts[0].endswith((".dist-info", ".data", ".egg-info", ".pth")):
+            continue
+        if len(parts) > 1 or parts[0].endswith((".py", ".so", ".pyd")):
+            out.add(parts[0].split(".")[0])
+    return out
+
+
+def runtime_conflict(bundled: Iterable[tuple[str, str]]) -> str | None:
+    """Why a release bundling these (name, version) distributions cannot run on this
+    relhandler, or None. The node imports its own copy of a distribution it runs on before
+    any release code, so a bundled copy of another version would never be the one imported."""
+    mine = runtime_dists()
+    for name, version in bundled:
+        dist = mine.get(canonicalize_name(name))
+        if dist is not None and dist.version != version:
+            return (
+                f"the release bundles {name} {version}, but the node runs on relhandler's own "
+                f"{name} {dist.version}, which it imports before the release (the release "
+                f"would get {dist.version}); depend on {name}=={dist.version} or drop it"
+            )
+    return None

@@ -363,6 +363,10 @@ class CodeServer:
             self._finder = _Finder(self)
             sys.meta_path.insert(0, self._finder)
 
+    def owns(self, spec: importlib.machinery.ModuleSpec) -> bool:
+        """Whether ``spec`` is this code server's: a managed module on its code path."""
+        return self._finder is not None and spec.loader is self._finder
+
     def _locate(self, name: str) -> tuple[Path, bool] | None:
         rel = Path(*name.split("."))
         for d in self.path:
