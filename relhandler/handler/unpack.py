@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from relhandler.errors import ReleaseError, ReleaseInputError, TarballError, UsageError
 from relhandler.handler import journal, store
+from relhandler.release.deps import runtime_conflict
 from relhandler.release.model import ReleaseSpec
 from relhandler.release.tarball import (
     DEFAULT_LIMITS,
@@ -94,10 +95,24 @@ def verify_apart(tarball: Path, *, limits: Limits = DEFAULT_LIMITS) -> VerifiedT
     return out
 
 
+def bundled_dists(v: VerifiedTarball) -> list[tuple[str, str]]:
+    """The (name, version) of every distribution the tarball bundles: those its
+    release.toml lists, and every ``*.dist-info`` directory in its lib dirs."""
+    out = {(d.name, d.version) for d in v.release.dists or ()}
+    for f in v.digests:
+        parts = f.split("/")
+        if len(parts) >= 4 and parts[0] == "lib" and parts[2].endswith(".dist-info"):
+            name, sep, version = parts[2].removesuffix(".dist-info").rpartition("-")
+            if sep and name:
+                out.add((name, version))
+    return sorted(out)
+
+
 def _check_fits(v: VerifiedTarball, rels: store.Releases) -> None:
-    """Refuse a release this Python cannot run, or whose version equals (PEP 440) a listed
-    one under another spelling (``2.0`` beside ``2.0.0``: which one would ``install 2.0``
-    mean?)."""
+    """Refuse a release this Python cannot run, one that bundles another version of a
+    distribution the node runs on (it would import the node's), or one whose version equals
+    (PEP 440) a listed one under another spelling (``2.0`` beside ``2.0.0``: which one would
+    ``install 2.0`` mean?)."""
     where = f"{v.path}: releases/{v.version}/release.toml"
     try:
         spec = SpecifierSet(v.release.python)
@@ -112,6 +127,12 @@ def _check_fits(v: VerifiedTarball, rels: store.Releases) -> None:
             f"{where}: the release needs Python {v.release.python}, this host runs {here}; "
             f"build it for this Python or run the node on one that matches",
             code="python_mismatch",
+        )
+    conflict = runtime_conflict(bundled_dists(v))
+    if conflict is not None:
+        raise ReleaseInputError(
+            f"{v.path}: {conflict}, and build it again (this relhandler's build refuses it)",
+            code="dep_conflict",
         )
     mine = Version(v.version)
     for r in rels.releases:

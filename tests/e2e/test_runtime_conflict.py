@@ -2,7 +2,8 @@
 
 The node imports relhandler's own ``packaging`` before any release code, so a bundled
 ``packaging`` of another version would be shadowed without a word: the build refuses it,
-naming both versions. The same version is no conflict.
+naming both versions, and so do ``unpack`` and ``deploy`` of a tarball built elsewhere (by a
+relhandler that ran on the bundled version). The same version is no conflict.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import base64
 import hashlib
 import importlib.metadata
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.mkroot import cli
+from tests.fixtures.mkroot import NodeProc, cli, start_node
 
 pytestmark = pytest.mark.e2e
 
@@ -55,24 +59,19 @@ def _project(tmp: Path, requirement: str) -> Path:
     return proj
 
 
-def _build(proj: Path, dist: Path, out: Path) -> tuple[int, str, str]:
-    import os
-    import subprocess
-    import sys
+# a build host whose relhandler ran on the bundled version: its build sees no conflict
+ELSEWHERE = (
+    "import relhandler.release.build as b; b.runtime_conflict = lambda _dists: None; "
+    "from relhandler.cli import main; main()"
+)
 
+
+def _build(proj: Path, dist: Path, out: Path, *, elsewhere: bool = False) -> tuple[int, str, str]:
+    prog = ["-c", ELSEWHERE] if elsewhere else ["-m", "relhandler.cli"]
     r = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "relhandler.cli",
-            "build",
-            "--project",
-            str(proj),
-            "--out",
-            str(out),
-            "--find-links",
-            str(dist),
-            "--json",
+            *(sys.executable, *prog, "build", "--project", str(proj), "--out", str(out)),
+            *("--find-links", str(dist), "--json"),
         ],
         capture_output=True,
         text=True,
@@ -80,6 +79,15 @@ def _build(proj: Path, dist: Path, out: Path) -> tuple[int, str, str]:
         env={**os.environ, "PIP_NO_INDEX": "1"},
     )
     return r.returncode, r.stdout, r.stderr
+
+
+def _tree(root: Path) -> list[tuple[str, bytes]]:
+    return sorted(
+        (str(p.relative_to(root)), p.read_bytes() if p.is_file() else b"")
+        for top in ("lib", "releases", "RELEASES.toml", "start.toml")
+        for p in [root / top, *(root / top).rglob("*")]
+        if p.exists()
+    )
 
 
 def test_a_bundled_packaging_of_another_version_is_refused_at_build(tmp_path: Path) -> None:
@@ -107,3 +115,41 @@ def test_the_same_version_as_relhandlers_is_no_conflict(tmp_path: Path) -> None:
     code, stdout, stderr = _build(proj, dist, tmp_path / "out")
     assert code == 0, stderr
     assert json.loads(stdout)["deps"].startswith("deps-")
+
+
+def test_a_tarball_built_elsewhere_with_another_packaging_is_refused_at_unpack_and_deploy(
+    tmp_path: Path, nodes: list[NodeProc]
+) -> None:
+    mine = importlib.metadata.version("packaging")
+    old = "23.2" if mine != "23.2" else "23.1"
+    dist = tmp_path / "wheels"
+    _wheel(dist, "packaging", old)
+    proj = _project(tmp_path, f"packaging=={old}")
+    py = proj / "pyproject.toml"
+    text = py.read_text()
+    out = tmp_path / "out"
+    py.write_text(text.replace(f'dependencies = ["packaging=={old}"]', "dependencies = []"))
+    code, _stdout, stderr = _build(proj, dist, out)
+    assert code == 0, stderr
+    root = tmp_path / "root"
+    cli("deploy", str(out / "proj-0.1.0.tar.gz"), "--root", str(root), check=True)
+    nodes.append(start_node(root))
+    py.write_text(text.replace('version = "0.1.0"', 'version = "0.2.0"', 1))
+    code, _stdout, stderr = _build(proj, dist, out, elsewhere=True)
+    assert code == 0, stderr
+    tarball = str(out / "proj-0.2.0.tar.gz")
+
+    before = _tree(root)
+    r = cli("unpack", tarball, "--root", str(root))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"bundles packaging {old}" in lines[0] and f"own packaging {mine}" in lines[0]
+    assert f"packaging=={mine}" in lines[0] and "proj-0.2.0.tar.gz" in lines[0]
+    assert _tree(root) == before  # nothing written
+    assert nodes[-1].answers_ping()
+
+    fresh = tmp_path / "fresh"
+    r = cli("deploy", tarball, "--root", str(fresh))
+    assert r.returncode == 2 and f"bundles packaging {old}" in r.stderr, r.stderr
+    assert not fresh.exists() or not any(fresh.iterdir())
