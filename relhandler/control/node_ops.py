@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relhandler.errors import InputError, NoSuchModuleError, ProcessError, UsageError
+from relhandler.handler.importguard import NotShippedError
 from relhandler.handler.reload import reload_module
 from relhandler.runtime import Node
 from relhandler.runtime.process import run_in_process
@@ -149,6 +150,8 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
                 except NoSuchModuleError:
                     target = importlib.import_module(name)
             fn = getattr(target, fun)
+        except NotShippedError as e:
+            raise UsageError(f"rpc {name}:{fun}: {e}") from e
         except (ImportError, AttributeError) as e:
             raise UsageError(
                 f"rpc {name}:{fun}: {e}; check the name with `relhandler which {name}`"

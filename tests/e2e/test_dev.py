@@ -96,10 +96,27 @@ class Pty:
         os.close(self.master)
 
 
+# a dev node imports the project's declared dependencies from the environment, nothing else
+PROBE = """
+import importlib
+
+
+def imp(name):
+    try:
+        return importlib.import_module(name).__name__
+    except ModuleNotFoundError as e:
+        return f"{type(e).__name__}: {e}"
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    cli("new", "shop", "--dir", str(tmp_path / "shop"), check=True)
-    return tmp_path / "shop"
+    proj = tmp_path / "shop"
+    cli("new", "shop", "--dir", str(proj), check=True)
+    py = proj / "pyproject.toml"
+    py.write_text(py.read_text().replace("dependencies = []", 'dependencies = ["iniconfig"]'))
+    (proj / "src" / "shop" / "probe.py").write_text(PROBE)
+    return proj
 
 
 @pytest.fixture
@@ -140,6 +157,9 @@ def test_the_edit_loop(project: Path, dev: Pty) -> None:
     dev.expect(r"dev node of shop 0\.1\.0 up \(pid \d+, root _build/dev\); watching src/shop")
     assert rpc(root, "shop.server:hello", "Ada") == "Hello, Ada!"
     pid = rpc(root, "relhandler.runtime:whereis", "shop_server")
+    assert rpc(root, "shop.probe:imp", "iniconfig") == "iniconfig"  # declared
+    refused = rpc(root, "shop.probe:imp", "sortedcontainers")  # installed here, not declared
+    assert refused.startswith("NotShippedError: module 'sortedcontainers' is not shipped")
 
     # a new greeting: the same process answers from the new code
     edit(server, ('f"{greeting}, {request[1]}!"', 'f"{greeting} again, {request[1]}!"'))

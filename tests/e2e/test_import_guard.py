@@ -114,6 +114,10 @@ def test_an_unshipped_package_is_not_importable_on_the_node_and_a_bundled_one_is
     assert "Traceback" not in r.stderr
     down = _rpc(node.root, "dep.probe:in_a_process", UNSHIPPED)
     assert "NotShippedError" in down and UNSHIPPED in down, down
+    # nor the rpc op itself
+    r = rh("rpc", f"{UNSHIPPED}:SortedList", "[]", "--root", str(node.root))
+    assert r.returncode == 2 and f"module {UNSHIPPED!r} is not shipped" in r.stderr, r.stderr
+    assert "relhandler which" not in r.stderr
     # relhandler's own test tools are not the release's either
     assert _rpc(node.root, "dep.probe:unshipped", "pytest")["type"] == "NotShippedError"
     # what the release bundles comes from its lib dir, not from relhandler's environment
