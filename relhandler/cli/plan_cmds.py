@@ -17,6 +17,7 @@ from relhandler.errors import ConfigError, RelhandlerError, UsageError
 from relhandler.release.appup import Appup, read_appup, select
 from relhandler.release.appup_gen import generate_appup, render_appup
 from relhandler.release.build import release_dirs, write_release_files
+from relhandler.release.builders import Changed, changed_module, stale_builders
 from relhandler.release.plan import (
     DepUpgrade,
     ReleaseSource,
@@ -228,6 +229,47 @@ def _restarts(
     return found
 
 
+def _stale_builders(
+    new: ReleaseSource, old: ReleaseSource, loaded: set[str], out: list[str]
+) -> None:
+    """Warn about each module the relup does not load that builds, at its load, on a class
+    (or a changed function) of a module whose source changed (release/builders.py)."""
+    changed: dict[str, Changed] = {}
+    sources: dict[str, Path] = {}
+    for name, spec in new.apps.items():
+        oa = old.apps.get(name)
+        for m in spec.modules:
+            b = module_source(new.lib_dir(name), m)
+            if b is None:
+                continue
+            sources[m] = b
+            a = module_source(old.lib_dir(name), m) if oa is not None else None
+            if a is not None and oa is not None and oa.version != spec.version:
+                ab, bb = a.read_bytes(), b.read_bytes()
+                if ab != bb and (c := changed_module(ab, bb)) is not None:
+                    changed[m] = c
+    if not changed:
+        return
+    modules = frozenset(sources)
+    for m, path in sources.items():
+        if m in changed or m in loaded:
+            continue
+        for f in stale_builders(
+            m,
+            path.read_bytes(),
+            is_package=path.name == "__init__.py",
+            changed=changed,
+            modules=modules,
+        ):
+            out.append(
+                f"{shown(path)}:{f.line}: {m} uses {f.source}.{f.name} when it loads ({f.how}); "
+                f"{f.source} changes from {old.version} but the relup does not load {m}, so it "
+                f"would keep the old {f.name}: load it too, after {f.source} "
+                f'(["load_module", "{m}", {{ dep_mods = ["{f.source}"] }}] in its appup; '
+                f"docs/references.md)"
+            )
+
+
 def _state_drift(new: ReleaseSource, old: ReleaseSource, out: list[str]) -> None:
     """Warn about each GenServer module whose state shape changed between ``old`` and
     ``new`` while its code_change did not (release/state_drift.py)."""
@@ -400,6 +442,7 @@ def check(
                             f"changed but no relup instruction loads or removes it"
                         )
                         uncovered.append(msg)
+            _stale_builders(new, old, named, warnings)
     restart_list = _restarts(
         new, root, relup_doc, problems if strict and not allow_restart else warnings
     )

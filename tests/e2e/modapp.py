@@ -174,6 +174,18 @@ def code_change(old_vsn, state, extra):
     return ("ok", _convert(state, {{"note": "migrated from " + str(old_vsn)}}))
 """
 
+# the same in both versions, so the relup does not load it: its model holds the Item class
+# of the models version current when it loaded (check warns: docs/references.md)
+SCHEMAS = """
+import pydantic
+
+from modapp import models
+
+
+class Basket(pydantic.BaseModel):
+    items: list[models.Item] = []
+"""
+
 # new in v2: executed by the preflight in a scratch module before it is installed
 TAGS = """
 from __future__ import annotations
@@ -265,6 +277,7 @@ def build_modapp(tmp: Path) -> Path:
             "store.py": STORE.format(v=vsn),
             "models.py": models_source(vsn),
             "probe.py": PROBE_FILE.read_text(),
+            "schemas.py": SCHEMAS,
         }
         if vsn == "2.0.0":
             files["tags.py"] = TAGS

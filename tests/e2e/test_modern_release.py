@@ -57,6 +57,15 @@ def on_node(root: Path) -> Any:
 def test_modern_types_upgrade_and_downgrade_as_imported_normally(
     tmp_path: Path, modapp_builds: Path, nodes: list[NodeProc]
 ) -> None:
+    # a module the relup does not load builds a model on models.Item: check says so
+    warnings = j("check", "--vsn", "2.0.0", "--rel-dir", str(modapp_builds / "modapp"))["warnings"]
+    assert [w for w in warnings if "modapp.schemas" in w] == [
+        f"{modapp_builds}/modapp/lib/modapp-2.0.0/modapp/schemas.py:8: modapp.schemas uses "
+        "modapp.models.Item when it loads (a field type); modapp.models changes from 1.0.0 but "
+        "the relup does not load modapp.schemas, so it would keep the old Item: load it too, "
+        'after modapp.models (["load_module", "modapp.schemas", { dep_mods = '
+        '["modapp.models"] }] in its appup; docs/references.md)'
+    ], warnings
     root = tmp_path / "root"
     j("deploy", str(modapp_builds / "modapp-1.0.0.tar.gz"), "--root", str(root))
     nodes.append(start_node(root))
