@@ -251,8 +251,12 @@ def _stale_builders(
     if not changed:
         return
     modules = frozenset(sources)
+    own = {
+        m for name, spec in new.apps.items() if not new.spec.is_hot_dep(name) for m in spec.modules
+    }
     for m, path in sources.items():
-        if m in changed or m in loaded:
+        # a hot dependency's modules are loaded by the relup it generates: nothing to add
+        if m in changed or m in loaded or m not in own:
             continue
         for f in stale_builders(
             m,
