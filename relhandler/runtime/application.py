@@ -11,6 +11,7 @@ for ``stop``; ``prep_stop()`` also works) and ``config_change(changed, new, remo
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import types
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from relhandler.errors import ProcessError
+from relhandler.errors import ProcessError, RelhandlerError
 from relhandler.runtime._kernel import Node, Pid
 
 __all__ = ["AppController", "AppLike", "RunningApp"]
@@ -180,6 +181,11 @@ class AppController:
             try:
                 r = await _maybe(getattr(mod, fun)())
             except Exception as e:
+                root = _root_cause(e)
+                if root is not e and isinstance(root, RelhandlerError):
+                    # deep in the tree (a child of a child failed to start): its own error,
+                    # with its code and exit code (a ConfigError is bad input)
+                    raise _restated(root, f"application {name!r} failed to start: {root}") from e
                 raise ProcessError(
                     f"application {name!r} failed to start: {spec.start} raised "
                     f"{e.__class__.__name__}: {e}",
@@ -293,3 +299,22 @@ async def _maybe(r: Any) -> Any:
     if asyncio.iscoroutine(r):
         return await r
     return r
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The innermost relhandler error on ``e``'s ``__cause__`` chain (a supervisor whose
+    child failed to start chains the child's exception), or ``e``."""
+    found, seen = e, 0
+    while e.__cause__ is not None and seen < 100:
+        e, seen = e.__cause__, seen + 1
+        if isinstance(e, RelhandlerError):
+            found = e
+    return found
+
+
+def _restated(err: RelhandlerError, message: str) -> RelhandlerError:
+    """``err`` (same class, code, hint and details) with another message."""
+    out = copy.copy(err)
+    out.message = message
+    out.args = (message,)
+    return out

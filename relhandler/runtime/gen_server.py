@@ -131,7 +131,9 @@ async def _server_main(
         r = await maybe(srv.cb().init(args))
     except BaseException as e:
         if not ready.done():
-            ready.set_exception(ProcessError(f"{module}.init crashed: {e!r}", details={}))
+            err = ProcessError(f"{module}.init crashed: {e!r}", details={})
+            err.__cause__ = e
+            ready.set_exception(err)
         raise
     if r == "ignore":
         if not ready.done():
@@ -142,7 +144,7 @@ async def _server_main(
         srv.timeout = _timeout_of(r, 2)
     elif isinstance(r, tuple) and len(r) == 2 and r[0] == "stop":
         if not ready.done():
-            ready.set_exception(ProcessError(f"{module}.init stopped: {r[1]!r}"))
+            ready.set_exception(_init_stopped(module, r[1]))
         raise Exit(r[1])
     else:
         err = ProcessError(f"{module}.init returned {r!r}; expected ('ok', state)")
@@ -152,6 +154,27 @@ async def _server_main(
     if not ready.done():
         ready.set_result(proc.pid)
     await _loop(proc, srv)
+
+
+def _init_stopped(module: str, reason: Any) -> ProcessError:
+    """The error the start of a process whose init stopped gets. A supervisor whose child
+    failed to start stops with ``("shutdown", ("failed_to_start_child", id, exc))``: the
+    message reads as a chain (no repr of reprs), and ``exc`` is the error's ``__cause__``,
+    so an application's start can name the innermost failure."""
+    if (
+        isinstance(reason, tuple)
+        and len(reason) == 2
+        and reason[0] == "shutdown"
+        and isinstance(reason[1], tuple)
+        and len(reason[1]) == 3
+        and reason[1][0] == "failed_to_start_child"
+        and isinstance(reason[1][2], BaseException)
+    ):
+        _, (_, child, exc) = reason
+        err = ProcessError(f"{module}.init stopped: child {child!r} failed to start: {exc}")
+        err.__cause__ = exc
+        return err
+    return ProcessError(f"{module}.init stopped: {reason!r}")
 
 
 def _timeout_of(r: tuple[Any, ...], idx: int) -> float | None:

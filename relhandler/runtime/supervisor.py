@@ -337,7 +337,9 @@ class _Callbacks:
             except Exception as e:
                 for c in reversed(state.children):
                     await _terminate(c)
-                return ("stop", ("shutdown", ("failed_to_start_child", spec.id, repr(e))))
+                # the exception itself, as OTP keeps the term: the start that waits on this
+                # supervisor reports it as its error's cause (gen_server._init_stopped)
+                return ("stop", ("shutdown", ("failed_to_start_child", spec.id, e)))
             state.children.append(child)
         return ("ok", state)
 

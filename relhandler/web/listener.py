@@ -63,6 +63,8 @@ async def start_link(app: str) -> Any:
     """Start the listeners of ``app`` (read from its env, checked) under one supervisor."""
     raw = current_node().apps.get_env(app, "listeners", [])
     cfgs = parse_listeners(raw, app)
+    for cfg in cfgs:  # TLS files that do not load: a ConfigError here, not an acceptor crash
+        cfg.ssl_context()
     return await sup.start_link("relhandler.web.listener", ("top", app, cfgs))
 
 

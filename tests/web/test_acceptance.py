@@ -364,3 +364,31 @@ def test_a_failed_lifespan_startup_fails_the_boot(probe_builds: Path, tmp_path: 
     assert "application 'probe' failed to start" in r.stderr
     assert "lifespan startup failed: no database" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
+
+
+BAD_LISTENERS = [
+    (
+        '{ name = "http", app = "probe.site:app", '
+        'certfile = "/nope/c.pem", keyfile = "/nope/k.pem" }',
+        "listener 'http': cannot load certfile/keyfile '/nope/c.pem'/'/nope/k.pem'",
+    ),
+    ('{ name = "http", app = "probe.site:app", prot = 3 }', "unknown keys ['prot']"),
+]
+
+
+def test_a_bad_listener_table_fails_the_boot_in_one_line(
+    probe_builds: Path, tmp_path: Path
+) -> None:
+    """docs/web.md: a bad listener table (here a release's sys.toml) fails the app's start
+    with a ConfigError naming the listener and the field: bad input, exit 2, one readable
+    line, no traceback."""
+    root = tmp_path / "root"
+    cli("deploy", str(probe_builds / "probe-1.0.0.tar.gz"), "--root", str(root), check=True)
+    for table, want in BAD_LISTENERS:
+        (root / "releases" / "1.0.0" / "sys.toml").write_text(f"[probe]\nlisteners = [{table}]\n")
+        r = cli("start", "--root", str(root), timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr + r.stdout
+        (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("Error: ")]
+        assert line.startswith("Error: application 'probe' failed to start: ")
+        assert want in line and "\\'" not in line, line
