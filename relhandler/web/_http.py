@@ -100,6 +100,7 @@ class _Head:
         self.headers: list[tuple[bytes, bytes]] = list(req.headers)
         self.close = self.expect_100 = False
         upgrade = connection = b""
+        framing = 0  # content-length: 1, transfer-encoding: 2
         for k, v in self.headers:
             if k == b"connection":
                 connection = v.lower()
@@ -108,6 +109,14 @@ class _Head:
                 upgrade = v.lower()
             elif k == b"expect":
                 self.expect_100 = v.lower() == b"100-continue"
+            elif k == b"content-length":
+                framing |= 1
+            elif k == b"transfer-encoding":
+                framing |= 2
+        if framing == 3:
+            # both: h11 reads the body by Transfer-Encoding; RFC 9112 6.1 then wants the
+            # connection closed after the answer (a proxy in front may have read by length)
+            self.close = True
         self.upgrade = upgrade == b"websocket" and b"upgrade" in connection and req.method == b"GET"
 
 

@@ -98,6 +98,12 @@ HTTP_CASES = [
         [b"HTTP/1.1 200", b"connection: close", b"v1"],
     ),
     (
+        "Content-Length and Transfer-Encoding: the chunked body counts, then closed (RFC 9112)",
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked"
+        b"\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        [b"HTTP/1.1 200", b"connection: close", b"hi"],
+    ),
+    (
         "chunked request body",
         b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -126,6 +132,8 @@ async def test_http_like_uvicorn(probe: Probe, case: tuple[str, bytes, list[byte
         i = got.find(frag, at)
         assert i >= 0, f"{frag!r} not after offset {at} in {got!r}"
         at = i + len(frag)
+    # "<open>": the server kept the connection; otherwise it closed it after the answer
+    assert got.endswith(b"<open>") == want[-1].endswith(b"<open>"), got
 
 
 async def test_expect_100_continue_only_when_the_app_reads(probe: Probe) -> None:
