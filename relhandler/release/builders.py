@@ -80,6 +80,12 @@ def changed_module(old_src: bytes, new_src: bytes) -> Changed | None:
 def _load_time(tree: ast.Module) -> Iterator[tuple[ast.expr, str]]:
     """The expressions a module evaluates at its load that can hold another module's
     classes or functions, each with what it makes of them."""
+    lazy = any(
+        isinstance(n, ast.ImportFrom)
+        and n.module == "__future__"
+        and any(a.name == "annotations" for a in n.names)
+        for n in tree.body
+    )
     for node in _top(tree.body):
         if isinstance(node, ast.ClassDef):
             for b in node.bases:
@@ -88,6 +94,10 @@ def _load_time(tree: ast.Module) -> Iterator[tuple[ast.expr, str]]:
                 yield k.value, "a class keyword"
             for d in node.decorator_list:
                 yield d, "a class decorator"
+            # under future annotations a class with no base (a dataclass, an attrs class)
+            # keeps its field types as strings, resolved when asked: nothing is held
+            if lazy and not node.bases:
+                continue
             for stmt in node.body:
                 if isinstance(stmt, ast.AnnAssign):
                     yield stmt.annotation, "a field type"

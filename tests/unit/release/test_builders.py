@@ -16,6 +16,7 @@ MODELS_V2 = MODELS_V1.replace(b"return 1", b"return 2")
 BUILDER = textwrap.dedent(
     """
     from __future__ import annotations
+    import dataclasses
     import functools
     import pydantic
     from app import models
@@ -39,6 +40,10 @@ BUILDER = textwrap.dedent(
 
     TABLE = {"tag": models.tag, "same": models.same, "lazy": lambda: models.Item}
 
+    @dataclasses.dataclass
+    class Lazy:  # future annotations, no base: its field types stay strings
+        item: models.Item
+
     def at_run_time(x):
         return isinstance(x, models.Item), models.Item(name="x"), models.tag()
     """
@@ -61,11 +66,11 @@ def test_each_load_time_use_of_a_changed_module_is_reported_with_its_line() -> N
         modules=frozenset({"app", "app.models", "app.builder"}),
     )
     assert [(b.line, b.name, b.how) for b in got] == [
-        (10, "Item", "a field type"),
-        (11, "Item", "a field type"),  # a string annotation, resolved as pydantic would
-        (13, "Item", "a base class"),
-        (21, "Item", "a registration"),
-        (24, "tag", "a value made at load"),  # 'same' did not change; the lambda runs later
+        (11, "Item", "a field type"),
+        (12, "Item", "a field type"),  # a string annotation, resolved as pydantic would
+        (14, "Item", "a base class"),
+        (22, "Item", "a registration"),
+        (25, "tag", "a value made at load"),  # 'same' did not change; the lambda runs later
     ]
     assert all(b.module == "app.builder" and b.source == "app.models" for b in got)
     assert isinstance(got[0], Builder)
