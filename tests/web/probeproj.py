@@ -6,7 +6,8 @@ chunks, ``/forever`` a body that never ends (it counts, in ``probe.store``, stre
 saw their client go), ``/ws`` a websocket echo that picks the first offered subprotocol and
 ``/push`` a websocket that only sends. ``probe.store`` never changes between versions, so its
 counters survive an upgrade. The ``tls`` listener serves the same app over TLS; its
-certificate and key paths are written into the project (``build(work, cert=..., key=...)``).
+certificate and key paths are written into the project, and the ``room`` listener serves a
+websocket behaviour (``probe.room``) over TLS too.
 The lifespan writes its events to the file ``$PROBE_LOG``, when set, and fails its startup
 when ``$PROBE_FAIL_STARTUP`` is set.
 """
@@ -44,6 +45,12 @@ name = "tls"
 app = "probe.site:app"
 certfile = "{cert}"
 keyfile = "{key}"
+
+[[tool.relhandler.apps.probe.env.listeners]]
+name = "room"
+handler = "probe.room"
+certfile = "{cert}"
+keyfile = "{key}"
 """
 
 APP = """
@@ -56,7 +63,7 @@ async def start():
 
 
 async def ports():
-    return [await web.port("probe", "http"), await web.port("probe", "tls")]
+    return [await web.port("probe", n) for n in ("http", "tls", "room")]
 """
 
 SUP = """
@@ -202,6 +209,15 @@ async def app(scope, receive, send):
     return await ws(scope, receive, send)
 """
 
+ROOM = """
+def init(req, args):
+    return ("ok", 0)
+
+
+def handle_frame(frame, n):
+    return ("reply", ("text", f"room {{n + 1}} {{frame[1]}}"), n + 1)
+"""
+
 APPUP = """
 version = "2.0.0"
 
@@ -225,6 +241,7 @@ def write_version(proj: Path, n: int, cert: Path, key: Path) -> None:
         src / "sup.py": SUP,
         src / "store.py": STORE,
         src / "site.py": SITE.format(n=n),
+        src / "room.py": ROOM.format(),
         src / "probe.appup.toml": 'version = "1.0.0"\nup = []\ndown = []\n' if n == 1 else APPUP,
     }
     for path, text in files.items():

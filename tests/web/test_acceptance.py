@@ -36,7 +36,7 @@ def probe_builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Probe:
     def __init__(self, root: Path, node: NodeProc, log: Path, cafile: Path) -> None:
         self.root, self.node, self.log = root, node, log
-        self.http, self.tls = self.rpc("probe.app:ports")
+        self.http, self.tls, self.room = self.rpc("probe.app:ports")
         self.cafile = str(cafile)
 
     def rpc(self, target: str, *args: Any) -> Any:
@@ -189,7 +189,7 @@ async def test_websocket_subprotocol_ping_fragments_close_codes(probe: Probe) ->
         assert (ws.close_code, ws.close_reason) == (4001, "asked")
 
 
-async def test_tls_listener_https_and_wss(probe: Probe) -> None:
+async def test_tls_listeners_https_and_wss(probe: Probe) -> None:
     ctx = ssl.create_default_context(cafile=probe.cafile)
     r, w = await asyncio.open_connection("127.0.0.1", probe.tls, ssl=ctx)
     w.write(b"GET /scope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -199,6 +199,9 @@ async def test_tls_listener_https_and_wss(probe: Probe) -> None:
     async with websockets.connect(f"wss://127.0.0.1:{probe.tls}/ws", ssl=ctx) as ws:
         await ws.send("scope")
         assert json.loads(await ws.recv())["scheme"] == "wss"
+    async with websockets.connect(f"wss://127.0.0.1:{probe.room}/", ssl=ctx) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "room 1 hi"  # the websocket behaviour, over TLS
     # plain HTTP to the TLS port: the handshake fails, that connection alone is closed
     assert (await _exchange(probe.tls, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", idle=5)) == b""
 
