@@ -63,7 +63,7 @@ def probe(probe_builds: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     p.node.close()
 
 
-async def _exchange(port: int, data: bytes, *, idle: float = 0.5) -> bytes:
+async def _exchange(port: int, data: bytes, *, idle: float = 0.3) -> bytes:
     """Send ``data``; everything the server writes until it closes (b"<open>" appended if it
     is still open after ``idle`` s of silence)."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -359,24 +359,6 @@ async def test_stop_drains_like_uvicorn_then_lifespan_shutdown(
         p.node.close()
 
 
-def test_a_failed_lifespan_startup_fails_the_boot(probe_builds: Path, tmp_path: Path) -> None:
-    """lifespan.startup.failed fails the listener, so the application, so the boot: exit 1,
-    the app's message in the error, no traceback (docs/web.md, Lifespan, Boot)."""
-    root = tmp_path / "root"
-    cli("deploy", str(probe_builds / "probe-1.0.0.tar.gz"), "--root", str(root), check=True)
-    r = subprocess.run(
-        [sys.executable, "-m", "relhandler.cli", "start", "--root", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PROBE_FAIL_STARTUP": "1"},
-    )
-    assert r.returncode == 1
-    assert "application 'probe' failed to start" in r.stderr
-    assert "lifespan startup failed: no database" in r.stderr
-    assert "Traceback" not in r.stderr + r.stdout
-
-
 BAD_LISTENERS = [
     (
         '{ name = "http", app = "probe.site:app", '
@@ -387,19 +369,35 @@ BAD_LISTENERS = [
 ]
 
 
-def test_a_bad_listener_table_fails_the_boot_in_one_line(
-    probe_builds: Path, tmp_path: Path
-) -> None:
-    """docs/web.md: a bad listener table (here a release's sys.toml) fails the app's start
-    with a ConfigError naming the listener and the field: bad input, exit 2, one readable
-    line, no traceback."""
+def _start(root: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relhandler.cli", "start", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _error_line(r: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in r.stderr + r.stdout
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("Error: ")]
+    assert line.startswith("Error: application 'probe' failed to start: "), line
+    assert "\\'" not in line, line  # one readable line, not a repr of reprs
+    return line
+
+
+def test_boot_failures_in_one_line(probe_builds: Path, tmp_path: Path) -> None:
+    """A lifespan whose startup fails fails the listener, so the application, so the boot
+    (exit 1, the app's message). A bad listener table (here in the release's sys.toml) is
+    a ConfigError naming the listener and the field: bad input, exit 2 (docs/web.md)."""
     root = tmp_path / "root"
     cli("deploy", str(probe_builds / "probe-1.0.0.tar.gz"), "--root", str(root), check=True)
+    r = _start(root, {"PROBE_FAIL_STARTUP": "1"})
+    assert r.returncode == 1
+    assert "lifespan startup failed: no database" in _error_line(r)
     for table, want in BAD_LISTENERS:
         (root / "releases" / "1.0.0" / "sys.toml").write_text(f"[probe]\nlisteners = [{table}]\n")
-        r = cli("start", "--root", str(root), timeout=60)
+        r = _start(root)
         assert r.returncode == 2, r.stderr
-        assert "Traceback" not in r.stderr + r.stdout
-        (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("Error: ")]
-        assert line.startswith("Error: application 'probe' failed to start: ")
-        assert want in line and "\\'" not in line, line
+        assert want in _error_line(r)
