@@ -393,7 +393,15 @@ async def _handshake(conn: _Ws, data: bytes, state: Any) -> Any:
         "subprotocols": list(upgrade.subprotocols) if upgrade else [],
     }
     me = self_pid()
-    r = await _maybe(_handler(me).init(req, None))
+    try:
+        r = await _maybe(_handler(me).init(req, None))
+    except Exception:
+        # the handshake is refused with 500 (as uvicorn answers an app that fails before
+        # accepting); the crash itself is the process's, logged as any
+        with contextlib.suppress(WsLocalError):
+            conn.write(ws.send(wse.RejectConnection(status_code=500, has_body=False)))
+        conn.closed = True
+        raise
     if isinstance(r, tuple) and len(r) == 2 and r[0] == "reject":
         conn.write(ws.send(wse.RejectConnection(status_code=int(r[1]), has_body=False)))
         conn.closed = True

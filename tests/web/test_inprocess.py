@@ -70,6 +70,8 @@ HANDLER = """
 __vsn__ = "{vsn}"
 
 def init(req, args):
+    if req["path"] == "/boom":
+        raise RuntimeError("init crashed")
     return ("ok", {{"n": 0}})
 
 def handle_frame(frame, state):
@@ -185,6 +187,9 @@ async def test_app_errors_get_uvicorns_answers(site: Any) -> None:
 
 async def test_behaviour_close_codes_crash_1011_stop_1001(site: Any) -> None:
     _node, _s, top, _hp, rp = site
+    with pytest.raises(websockets.InvalidStatus) as e:  # init raised: 500, as uvicorn's 500
+        await websockets.connect(f"ws://127.0.0.1:{rp}/boom")
+    assert e.value.response.status_code == 500
     a = await websockets.connect(f"ws://127.0.0.1:{rp}/")
     b = await websockets.connect(f"ws://127.0.0.1:{rp}/")
     await a.send("crash")
