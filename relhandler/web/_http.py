@@ -96,8 +96,9 @@ class _Head:
 
     def __init__(self, req: h11.Request) -> None:
         self.req = req
-        # h11 has lowercased the names already (ASGI wants them lowercased)
-        self.headers: list[tuple[bytes, bytes]] = list(req.headers)
+        # ASGI wants the names lowercased (raw_items is a list; iterating h11's Headers
+        # goes through Sequence.__getitem__ one item at a time)
+        self.headers = [(k.lower(), v) for k, v in req.headers.raw_items()]
         self.close = self.expect_100 = False
         upgrade = connection = b""
         framing = 0  # content-length: 1, transfer-encoding: 2
@@ -218,7 +219,9 @@ class _Conn:
     async def next_head(self) -> _Head | None:
         """The next request's head, or None when the client is done (EOF, idle timeout)."""
         h = self.h11
-        ev = h.next_event()
+        buf, closed = h.trailing_data
+        # nothing buffered (no pipelined request): h11 would only say NEED_DATA
+        ev = h.next_event() if buf or closed or h.their_state is not h11.IDLE else h11.NEED_DATA
         if ev is h11.NEED_DATA:
             cfg = self.cfg
             loop = self.loop
