@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-WIDTH = 80
+WIDTH = 100
 PY = sys.executable
 
 # -- the app, two versions ----------------------------------------------------------------------
@@ -204,6 +204,7 @@ class Server:
 
     side = ""
     port = 0
+    pid: int | None = None  # the OS process that serves (its CPU time is read per turn)
     notes: list[str] = []  # noqa: RUF012 - replaced per instance
 
     def start(self) -> None:
@@ -234,6 +235,9 @@ class Relhandler(Server):
         self.port = int(
             rh("rpc", "relhandler.web:port", '["benchapp", "http"]', "--root", str(self.root))
         )
+        from relhandler.control.server import run_dir
+
+        self.pid = int((run_dir(self.root) / "node.pid").read_text())
         # the control-socket client `relhandler install` uses, authenticated beforehand: a
         # CLI process starting up would cost ~0.2 s of CPU in the middle of the measurement
         self.client = Client(self.root, timeout=120)
@@ -256,10 +260,19 @@ class Relhandler(Server):
 class Plain(Server):
     """gunicorn or uvicorn importing benchapp from a directory; v2 = new files + SIGHUP."""
 
-    def __init__(self, work: Path, side: str, *, workers: int = 1, http: str = "h11") -> None:
+    def __init__(
+        self,
+        work: Path,
+        side: str,
+        *,
+        workers: int = 1,
+        http: str = "h11",
+        own_session: bool = False,
+    ) -> None:
         self.side = side
         self.workers = workers
         self.http = http  # uvicorn's HTTP protocol: h11 (as relhandler) or httptools
+        self.own_session = own_session  # started as a daemon is (setsid), see run_http
         self.dir = work / f"{side}-{time.monotonic_ns()}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -282,8 +295,14 @@ class Plain(Server):
         env = {**os.environ, "PYTHONPATH": str(self.dir), "PYTHONDONTWRITEBYTECODE": "1"}
         self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.command(), cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            self.command(),
+            cwd=self.dir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.own_session,
         )
+        self.pid = self.proc.pid  # one process each (no --workers) in the HTTP bench
         wait_port(self.port)
 
     def deploy(self) -> None:
@@ -495,6 +514,15 @@ async def _load(port: int, seconds: float, conns: int) -> int:
     return count
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_generator(port: int, seconds: float, conns: int = 16) -> float:
     """Requests/s from a separate load-generator process (keep-alive, ``conns`` connections)."""
     r = subprocess.run(
@@ -510,11 +538,16 @@ def load_generator(port: int, seconds: float, conns: int = 16) -> float:
 
 def run_http(work: Path, rel: Path, rounds: int, seconds: float) -> list[dict[str, Any]]:
     """GET / requests/s, relhandler and uvicorn one process each, taking turns (uvicorn
-    with h11, the protocol library relhandler uses, and with httptools, uvicorn[standard]'s)."""
+    with h11, the protocol library relhandler uses, and with httptools, uvicorn[standard]'s).
+
+    Every server runs in a session of its own, as a daemon or a service does: relhandler's
+    node is one (``start --daemon``), and with Linux's scheduler autogroups a server that
+    shared the load generator's session got its CPU as one group with it, which was worth
+    up to ~40 % of the throughput on a loaded machine (bench/README.md)."""
     servers: list[Server] = [
         Relhandler(work, rel),
-        Plain(work, "uvicorn"),
-        Plain(work, "uvicorn-httptools", http="httptools"),
+        Plain(work, "uvicorn", own_session=True),
+        Plain(work, "uvicorn-httptools", http="httptools", own_session=True),
     ]
     rows = []
     try:
@@ -523,8 +556,15 @@ def run_http(work: Path, rel: Path, rounds: int, seconds: float) -> list[dict[st
             load_generator(s.port, 0.5)  # warm up
         for r in range(rounds):
             for s in servers[r % 3 :] + servers[: r % 3]:
+                before = cpu_seconds(s.pid)
                 rate = load_generator(s.port, seconds)
-                rows.append({"bench": "http", "side": s.side, "round": r, "per_s": rate})
+                after = cpu_seconds(s.pid)
+                row = {"bench": "http", "side": s.side, "round": r, "per_s": rate}
+                if before is not None and after is not None and rate:
+                    # the server's own CPU per request: what the shared machine's noise
+                    # moves least (the rate also depends on the CPU share each got)
+                    row["cpu_us"] = (after - before) / (rate * seconds) * 1e6
+                rows.append(row)
     finally:
         for s in servers:
             s.stop()
@@ -582,20 +622,22 @@ def print_report(rows: list[dict[str, Any]], console: Console | None = None) -> 
     http = [r for r in rows if r["bench"] == "http"]
     if http:
         t = Table(title=f"GET / requests/s, one process each (median of {_rounds(http)} rounds)")
-        for col in ("server", "requests/s", "relhandler / it"):
+        cols = ("server", "requests/s", "relhandler / it", "CPU µs/req", "it / relhandler")
+        for col in cols:
             t.add_column(col, justify="right")
         for side, label in HTTP_SIDES:
             rate = _med(http, side, "per_s")
-            ratios = []  # per round: both measured back to back
-            for r in sorted({x["round"] for x in http}):
-                a = [x["per_s"] for x in http if x["round"] == r and x["side"] == "relhandler"]
-                b = [x["per_s"] for x in http if x["round"] == r and x["side"] == side]
-                if a and b:
-                    ratios.append(a[0] / b[0])
-            ratio = (
-                "" if side == "relhandler" or not ratios else f"{statistics.median(ratios):.2f}×"
+            cpu = _med(http, side, "cpu_us")
+            ratio = _ratio(http, side, "per_s", lambda rh, it: rh / it)
+            # CPU per request the other way round, so that above 1 is relhandler's way
+            cpu_ratio = _ratio(http, side, "cpu_us", lambda rh, it: it / rh)
+            t.add_row(
+                label,
+                f"{rate:,.0f}" if rate else "—",
+                ratio,
+                f"{cpu:,.0f}" if cpu else "—",
+                cpu_ratio,
             )
-            t.add_row(label, f"{rate:,.0f}" if rate else "—", ratio)
         con.print(t)
 
 
@@ -604,6 +646,22 @@ HTTP_SIDES = (
     ("uvicorn", "uvicorn --http h11"),
     ("uvicorn-httptools", "uvicorn --http httptools"),
 )
+
+
+def _ratio(http: list[dict[str, Any]], side: str, key: str, f: Any) -> str:
+    """The median over rounds of f(relhandler's value, side's value), both measured in
+    the same round, back to back; range in brackets."""
+    if side == "relhandler":
+        return ""
+    ratios = []
+    for r in sorted({x["round"] for x in http}):
+        a = [x[key] for x in http if x["round"] == r and x["side"] == "relhandler" and x.get(key)]
+        b = [x[key] for x in http if x["round"] == r and x["side"] == side and x.get(key)]
+        if a and b:
+            ratios.append(f(a[0], b[0]))
+    if not ratios:
+        return "—"
+    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
 def _rounds(rows: list[dict[str, Any]]) -> int:
