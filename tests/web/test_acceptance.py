@@ -303,8 +303,20 @@ async def test_install_then_purge_on_a_real_node(probe: Probe, probe_builds: Pat
     old = await websockets.connect(f"ws://127.0.0.1:{probe.http}/ws")
     await old.send("a")
     assert await old.recv() == "v1 a"
+    answers: list[bytes] = []
+    done = asyncio.Event()
+
+    async def keep_asking() -> None:  # under 5 s apart: the keep-alive connection stays
+        while not done.is_set():
+            answers.append(await _get(r, w))
+            await asyncio.sleep(0.3)
+
+    asking = asyncio.create_task(keep_asking())
     assert await run("unpack", str(probe_builds / "probe-2.0.0.tar.gz")) == 0
     assert await run("install", "2.0.0") == 0
+    done.set()
+    await asking
+    assert answers[0] == b"v1" and set(answers) <= {b"v1", b"v2"}
     assert await _get(r, w) == b"v2"  # the same connection, the next request
     assert json.loads(await _get(r, w, "/scope"))["state"] == {"opened_by": "v1"}
     await old.send("b")
