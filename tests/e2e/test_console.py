@@ -121,6 +121,10 @@ def test_console_c_and_stdin_without_a_tty(sample_node: NodeProc) -> None:
     assert r.stderr.rstrip().endswith("KeyError: 'missing'")
     r = console(stdin="x = len(registered())\nx > 0\n")
     assert (r.returncode, r.stdout) == (0, "True\n"), r.stderr
+    # the console's imports are the node's: what the release does not ship is refused
+    r = console("-c", "import sortedcontainers")
+    assert r.returncode == 1 and r.stdout == "", r.stderr
+    assert "NotShippedError: module 'sortedcontainers' is not shipped" in r.stderr, r.stderr
     assert cli("ping", "--root", str(root)).returncode == 0
 
 
