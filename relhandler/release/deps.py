@@ -364,15 +364,16 @@ def top_level_names(dist: importlib.metadata.Distribution) -> set[str]:
 
 def runtime_conflict(bundled: Iterable[tuple[str, str]]) -> str | None:
     """Why a release bundling these (name, version) distributions cannot run on this
-    relhandler, or None. The node imports its own copy of a distribution it runs on before
-    any release code, so a bundled copy of another version would never be the one imported."""
+    relhandler, or None. The node may import its own copy of a distribution it runs on
+    before the release's code (``packaging`` it always does), so a bundled copy of another
+    version would not be the one imported."""
     mine = runtime_dists()
     for name, version in bundled:
         dist = mine.get(canonicalize_name(name))
         if dist is not None and dist.version != version:
             return (
                 f"the release bundles {name} {version}, but the node runs on relhandler's own "
-                f"{name} {dist.version}, which it imports before the release (the release "
-                f"would get {dist.version}); depend on {name}=={dist.version} or drop it"
+                f"{name} {dist.version}, which it may have imported before the release (then "
+                f"the release gets {dist.version}); depend on {name}=={dist.version} or drop it"
             )
     return None
