@@ -177,9 +177,11 @@ def _in_use(root: Path) -> set[str]:
 
 
 class _Progress:
-    """How far a transaction got: once it deletes, it can only go forward."""
+    """How far a transaction got: once it deletes, it can only go forward; once its
+    journal is gone, it is done (an error after that is no reason to undo anything)."""
 
     deleting = False
+    finished = False
 
 
 def _apply(root: Path, intent: Intent, progress: _Progress | None = None) -> None:
@@ -207,6 +209,8 @@ def _apply(root: Path, intent: Intent, progress: _Progress | None = None) -> Non
     path = journal_path(root)
     with store.named(path):
         path.unlink(missing_ok=True)
+    if progress is not None:
+        progress.finished = True
     store.fsync_dir(path.parent)
 
 
@@ -243,6 +247,10 @@ def expected_releases(root: Path) -> store.Releases:
 
 def _abort(root: Path, progress: _Progress) -> Outcome:
     """After an OSError: undo if the operation has not started deleting, else finish it."""
+    if progress.finished:
+        # only the fsync after the journal's unlink failed: every change is on disk, and
+        # should the unlink not survive a crash, recovery rolls the same changes forward
+        return "completed"
     try:
         intent = read_journal(root)
         if intent is None:

@@ -220,8 +220,14 @@ def deploy(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unp
     if os.path.lexists(root) and not root.is_dir():
         raise UsageError(f"--root {root} is not a directory; name a new or existing directory")
     v = verify_tarball(tarball, limits=limits)
-    if not store.read_releases(root).releases and root.is_dir():
-        try:  # a deploy interrupted before: undo or finish it
+    pending = journal.read_journal(root) if root.is_dir() else None
+    # a deploy interrupted before: undo or finish it, also past the write of RELEASES.toml
+    # (no node booted the root since: a boot recovers it). Never another op's journal: a
+    # node may be running that op
+    if root.is_dir() and (
+        (pending is not None and pending.op == "deploy") or not store.read_releases(root).releases
+    ):
+        try:
             journal.recover(root)
         except OSError as e:
             raise journal.io_error(f"deploy {v.version}", e, "pending") from e

@@ -3,7 +3,7 @@
     python -m tests.e2e.faultfs start --root ROOT        (any ``relhandler`` arguments)
 
 Environment: ``FAULT_OP`` (a ReleaseHandler method: unpack, install, make_permanent, remove,
-reboot_old), ``FAULT_VERSION`` (only the call for this version is armed), ``FAULT_N`` (1-based
+reboot_old; or ``deploy``, the CLI's, run with no node), ``FAULT_VERSION`` (only the call for this version is armed), ``FAULT_N`` (1-based
 call index), ``FAULT_MODE`` (``before``: SIGKILL right before call N; ``after``: right after
 it; ``enospc``: call N raises ENOSPC) and ``FAULT_REPORT`` (a file: the number of calls the
 armed op made, written when it returns). Only calls made while the op runs are counted, from
@@ -91,6 +91,24 @@ def install(op: str, version: str | None, n: int, mode: str, report: str | None)
     for mod, name in WRAPPED:
         setattr(mod, name, _wrap(c, name, getattr(mod, name)))
     assert shutil.rmtree  # rmtree reaches os.unlink/os.rmdir through the os module
+    if op == "deploy":  # no node: the CLI's own call
+        import relhandler.cli.build_cmds as cmds
+
+        real_deploy = cmds.do_deploy
+
+        @functools.wraps(real_deploy)
+        def armed_deploy(*args: Any, **kw: Any) -> Any:
+            c.armed = True
+            try:
+                return real_deploy(*args, **kw)
+            finally:
+                c.armed = False
+                if report:
+                    with open(report, "w") as f:
+                        f.write(str(c.calls))
+
+        cmds.do_deploy = armed_deploy
+        return c
     real_op = getattr(ReleaseHandler, op)
 
     @functools.wraps(real_op)

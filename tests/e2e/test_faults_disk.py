@@ -450,3 +450,89 @@ def test_fault_sample(
         done.append(f"{mode}@{n}")
     with capsys.disabled():
         print(f"\n{name}: {total} fs calls; sampled {', '.join(done)}")
+
+
+# -- deploy: no node, the CLI's own file-system calls --------------------------------------
+def _deploy(
+    tarball: Path, root: Path, n: int | None, mode: str
+) -> subprocess.CompletedProcess[str]:
+    """``relhandler deploy`` (``n`` None) or the faultfs wrapper armed at call ``n``."""
+    report = root.parent / f"{root.name}.calls"
+    env = {**os.environ, "FAULT_OP": "deploy", "FAULT_N": str(n or 0), "FAULT_MODE": mode}
+    env["FAULT_REPORT"] = str(report)
+    mod = "relhandler.cli" if n is None else "tests.e2e.faultfs"
+    return subprocess.run(
+        [sys.executable, "-m", mod, "deploy", str(tarball), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+
+
+def deploy_point(builds: Path, tmp: Path, n: int, mode: str) -> Point:
+    """Deploy into a new root with a SIGKILL before/after call ``n``, or ENOSPC at it; then
+    deploying again finishes it, and the root is consistent."""
+    tarball = builds / "sample-1.0.0.tar.gz"
+    root = tmp / f"deploy-{mode}-{n}"
+    r = _deploy(tarball, root, n, mode)
+    calls = (root.parent / f"{root.name}.calls").read_text() if r.returncode != -9 else ""
+    if r.returncode == 0 and int(calls) < n:
+        return Point(False, int(calls))
+    if mode == "enospc" and r.returncode != 0:
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1, (n, r.returncode, r.stderr)
+        assert lines[0].startswith("Error: deploy 1.0.0 failed: "), lines
+        assert "No space left on device (ENOSPC)" in lines[0], lines
+        if "nothing was changed" in lines[0]:
+            assert not (root / "releases/RELEASES.toml").exists(), lines
+            assert not list(root.glob("*/*")), (lines, sorted(root.rglob("*")))
+        else:
+            assert "recovered at the next operation" in lines[0], lines
+    elif mode != "enospc":
+        assert r.returncode == -signal.SIGKILL, (n, r.returncode, r.stderr)
+    # (rc 0 under ENOSPC: the failed call was one whose error the deploy may ignore)
+    again = _deploy(tarball, root, None, mode)
+    assert again.returncode == 0, (n, mode, again.stderr)
+    check_root(root)
+    assert store.read_start(root) == store.StartFile("1.0.0")
+    return Point(True)
+
+
+def deploy_sweep(builds: Path, tmp: Path, mode: str, points: Iterator[int]) -> int:
+    covered = 0
+    for n in points:
+        if not deploy_point(builds, tmp, n, mode).reached:
+            break
+        covered += 1
+    return covered
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("mode", MODES)
+def test_fault_at_every_fs_call_of_deploy(
+    mode: str, sample_builds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    covered = deploy_sweep(sample_builds, tmp_path, mode, iter(range(1, 10**6)))
+    with capsys.disabled():
+        print(f"\ndeploy: {mode}: {covered} fault points covered")
+    assert covered > 0
+
+
+def test_deploy_fault_sample(
+    sample_builds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end of a deploy, where its journal is committed: killed right before the
+    journal's unlink (deploying again must finish it, RELEASES.toml already written), and
+    ENOSPC at the very last call (the fsync after that unlink: the deploy is done, not
+    "nothing changed"), plus one SIGKILL mid-way. No node: each point is two CLI runs."""
+    p = deploy_point(sample_builds, tmp_path, 10**9, "before")
+    assert not p.reached and p.calls is not None
+    total = p.calls
+    picks = {"before": total - 1, "after": total // 2, "enospc": total}
+    for mode, n in picks.items():
+        assert deploy_sweep(sample_builds, tmp_path, mode, iter([n])) == 1, (mode, n)
+    with capsys.disabled():
+        print(f"\ndeploy: {total} fs calls; sampled {picks}")
