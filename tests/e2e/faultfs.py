@@ -3,11 +3,12 @@
     python -m tests.e2e.faultfs start --root ROOT        (any ``relhandler`` arguments)
 
 Environment: ``FAULT_OP`` (a ReleaseHandler method: unpack, install, make_permanent, remove,
-reboot_old; or ``deploy``, the CLI's, run with no node), ``FAULT_VERSION`` (only the call for this version is armed), ``FAULT_N`` (1-based
-call index), ``FAULT_MODE`` (``before``: SIGKILL right before call N; ``after``: right after
-it; ``enospc``: call N raises ENOSPC) and ``FAULT_REPORT`` (a file: the number of calls the
-armed op made, written when it returns). Only calls made while the op runs are counted, from
-any thread. Nothing in relhandler knows about this: the wrapping happens here, in the test.
+reboot_old; or ``deploy``, the CLI's own, run with no node), ``FAULT_VERSION`` (only the
+call for this version is armed), ``FAULT_N`` (1-based call index), ``FAULT_MODE``
+(``before``: SIGKILL right before call N; ``after``: right after it; ``enospc``: call N
+raises ENOSPC) and ``FAULT_REPORT`` (a file: the number of calls the armed op made, written
+when it returns). Only calls made while the op runs are counted, from any thread. Nothing in
+relhandler knows about this: the wrapping happens here, in the test.
 """
 
 from __future__ import annotations
