@@ -32,7 +32,6 @@ from relhandler.release.tarball import (
     VerifiedTarball,
     dir_matches,
     extract_into,
-    verify_tarball,
 )
 
 __all__ = ["Unpacked", "add_release", "deploy", "record_of", "unpack"]
@@ -57,15 +56,25 @@ def record_of(rel: ReleaseSpec, status: store.Status) -> store.ReleaseRecord:
     )
 
 
+VERIFY_MEMORY = 512 << 20
+"""Address space of the verifier child: tarfile reads a pax or GNU long-name header whole,
+before any member limit applies (a 500 KB tarball declaring a 512 MiB header took 1 GiB)."""
+
 _VERIFY = """
-import pathlib, pickle, sys
-from relhandler.errors import RelhandlerError
+import pathlib, pickle, resource, sys
+from relhandler.errors import RelhandlerError, TarballError
 from relhandler.release.tarball import Limits, verify_tarball
-path, n, b, m = sys.argv[1:]
+path, n, b, m, mem = sys.argv[1:]
+resource.setrlimit(resource.RLIMIT_AS, (int(mem), int(mem)))
 try:
     out = verify_tarball(pathlib.Path(path), limits=Limits(int(n), int(b), int(m)))
 except RelhandlerError as e:
     out = e
+except MemoryError:
+    out = TarballError(
+        f"{path}: reading it takes more than {int(mem) >> 20} MiB (a tar header that big "
+        f"holds no release); refused"
+    )
 sys.stdout.buffer.write(pickle.dumps(out))
 """
 
@@ -73,7 +82,8 @@ sys.stdout.buffer.write(pickle.dumps(out))
 def verify_apart(tarball: Path, *, limits: Limits = DEFAULT_LIMITS) -> VerifiedTarball:
     """``verify_tarball`` in a child Python (isolated mode): the node's disk thread only
     waits, so a hostile tarball's parsing never competes with the event loop for the GIL,
-    and its memory is the child's. Raises what ``verify_tarball`` raises."""
+    and its memory is the child's, at most ``VERIFY_MEMORY``. Raises what
+    ``verify_tarball`` raises."""
     argv = [
         sys.executable,
         "-I",
@@ -83,6 +93,7 @@ def verify_apart(tarball: Path, *, limits: Limits = DEFAULT_LIMITS) -> VerifiedT
         str(limits.max_members),
         str(limits.max_bytes),
         str(limits.max_meta_bytes),
+        str(VERIFY_MEMORY),
     ]
     r = subprocess.run(argv, capture_output=True, check=False)
     if r.returncode != 0 or not r.stdout:
@@ -219,7 +230,7 @@ def deploy(tarball: Path, root: Path, *, limits: Limits = DEFAULT_LIMITS) -> Unp
     """First install on a host: the release becomes permanent and boots at ``start``."""
     if os.path.lexists(root) and not root.is_dir():
         raise UsageError(f"--root {root} is not a directory; name a new or existing directory")
-    v = verify_tarball(tarball, limits=limits)
+    v = verify_apart(tarball, limits=limits)
     pending = journal.read_journal(root) if root.is_dir() else None
     # a deploy interrupted before: undo or finish it, also past the write of RELEASES.toml
     # (no node booted the root since: a boot recovers it). Never another op's journal: a

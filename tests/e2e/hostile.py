@@ -162,3 +162,21 @@ def many_members(out: Path, n: int) -> Path:
     raw += bytes(1024)
     out.write_bytes(gzip.compress(bytes(raw), compresslevel=1))
     return out
+
+
+def pax_bomb(out: Path, *, header_mib: int) -> Path:
+    """A ``.tar.gz`` of under 1 MB whose first member is a pax extended header declaring
+    ``header_mib`` MiB of zeros: tarfile reads such a header whole, before the member it
+    describes (and so before any member limit) is seen."""
+    mib = 1 << 20
+    ti = tarfile.TarInfo("././@PaxHeader")
+    ti.type = tarfile.XHDTYPE
+    ti.size = header_mib * mib
+    block = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = block.compress(bytes(mib)) + block.flush(zlib.Z_FULL_FLUSH)
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = co.compress(ti.tobuf(format=tarfile.USTAR_FORMAT)) + co.flush(zlib.Z_FULL_FLUSH)
+    tail = co.compress(bytes(1024)) + co.flush(zlib.Z_FINISH)
+    gz = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip header, no name, mtime 0
+    out.write_bytes(gz + head + zeros * header_mib + tail + struct.pack("<II", 0, 0))
+    return out

@@ -22,7 +22,13 @@ import pytest
 
 from relhandler.control.client import Client
 from tests.e2e.conftest import SAMPLE
-from tests.e2e.hostile import crafted_tarball, gzip_bomb, hostile_tarball, many_members
+from tests.e2e.hostile import (
+    crafted_tarball,
+    gzip_bomb,
+    hostile_tarball,
+    many_members,
+    pax_bomb,
+)
 from tests.e2e.test_faults_live import Pinger
 from tests.fixtures.mkroot import NodeProc, cli, start_node
 from tests.fixtures.rootcheck import check_root
@@ -321,6 +327,13 @@ def test_gzip_bomb_is_refused_while_the_node_answers(env: Env, tmp_path: Path) -
     # 64 MiB of zeros that must be read and hashed, then a member that would cross 2 GiB
     bomb = gzip_bomb(tmp_path / "bomb.tar.gz", member_bytes=64 << 20, sizes=(1, 32))
     _refused_while_pinging(env, bomb, "unpacks to more than 2147483648 bytes")
+
+
+def test_a_pax_header_bomb_is_refused_within_the_verifiers_memory(env: Env, tmp_path: Path) -> None:
+    # 800 KB declaring a 600 MiB pax header, which tarfile reads whole before any member
+    # limit applies (it took the verifier 1 GiB for 512 MiB): refused at its 512 MiB bound
+    bomb = pax_bomb(tmp_path / "pax.tar.gz", header_mib=600)
+    _refused_while_pinging(env, bomb, "reading it takes more than 512 MiB")
 
 
 @pytest.mark.slow
