@@ -53,7 +53,7 @@ from relhandler.runtime import (
     whereis,
 )
 from relhandler.runtime import sys as rsys
-from relhandler.runtime.code import LiveModule, ModuleInfo
+from relhandler.runtime.code import LiveModule, ModuleInfo, parse_source
 
 if TYPE_CHECKING:
     from relhandler.control.daemon import NodeMain
@@ -260,7 +260,7 @@ def _strip_own_frames(e: BaseException) -> str:
 async def _run_source(source: str, filename: str, ns: dict[str, Any]) -> Any:
     """Run ``source`` in ``ns``; the value of its last statement if that is an expression."""
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    tree = ast.parse(source, filename, "exec")
+    tree = parse_source(source, filename)
     last: ast.Expression | None = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body[-1].value)

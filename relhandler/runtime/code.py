@@ -56,6 +56,7 @@ __all__ = [
     "Snapshot",
     "VersionLoader",
     "decorate",
+    "parse_source",
 ]
 
 
@@ -277,6 +278,29 @@ def decorate(
         spec.submodule_search_locations = [str(file.parent)]
 
 
+_AST_RACE = "recursion depth mismatch"
+_AST_TRIES = 20
+
+
+def parse_source(source: str | bytes, filename: str, mode: str = "exec") -> Any:
+    """``ast.parse``, retried when CPython 3.11's AST converter trips over another thread.
+
+    3.11 keeps the converter's recursion count per interpreter, not per thread: when one
+    thread parses while another one does too (``traceback`` parses source to place its
+    carets) a correct tree is refused with ``SystemError: AST constructor recursion depth
+    mismatch`` (seen here on 3.11.7; python/cpython#106905). Parsing is pure, so trying
+    again is safe; a genuine SystemError is raised on the last try.
+    """
+    for attempt in range(_AST_TRIES):
+        try:
+            return ast.parse(source, filename, mode)
+        except SystemError as e:
+            if _AST_RACE not in str(e) or attempt == _AST_TRIES - 1:
+                raise
+            time.sleep(0.001)  # let the other thread's parse finish
+    raise AssertionError("unreachable")
+
+
 def _literal_vsn(tree: ast.Module) -> str | None:
     for node in tree.body:
         if isinstance(node, ast.Assign):
@@ -405,8 +429,8 @@ class CodeServer:
         except OSError as e:
             raise NoSuchModuleError(f"cannot read {path}: {e.strerror}") from e
         try:
-            tree = ast.parse(source, str(path))
-            code = compile(tree, str(path), "exec", dont_inherit=True)
+            code = compile(source, str(path), "exec", dont_inherit=True)
+            tree = parse_source(source, str(path))
         except SyntaxError as e:
             raise ModuleLoadError(
                 f"{path}:{e.lineno}: syntax error in module {name!r}: {e.msg}",
