@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.util
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -147,14 +148,10 @@ def _bindings(
                     top = a.name.split(".")[0]
                     out[top] = (top, None)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".") if package else []
-                if node.level - 1 > len(parts):
-                    continue
-                base = parts[: len(parts) - (node.level - 1)]
-                mod = ".".join([*base, node.module] if node.module else base)
-            else:
-                mod = node.module or ""
+            try:
+                mod = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except ImportError:  # beyond the top-level package: the import itself fails
+                continue
             for a in node.names:
                 if a.name == "*":
                     continue

@@ -30,6 +30,7 @@ import builtins
 import hashlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import time
 import traceback
@@ -344,14 +345,10 @@ def _from_imports(
     for node in _top_level(tree.body):
         if not isinstance(node, ast.ImportFrom):
             continue
-        if node.level:
-            parts = package.split(".") if package else []
-            if node.level - 1 > len(parts):
-                continue
-            base = parts[: len(parts) - (node.level - 1)]
-            mod = ".".join([*base, node.module] if node.module else base)
-        else:
-            mod = node.module or ""
+        try:
+            mod = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+        except ImportError:  # beyond the top-level package: the import itself fails
+            continue
         for a in node.names:
             if a.name != "*":
                 out.append((a.asname or a.name, mod, a.name))
