@@ -30,8 +30,10 @@ class Cyclic:
 
 stop = threading.Event()
 
+deadline = time.monotonic() + 3  # the switch interval makes it crawl on a busy machine
+
 def other():
-    while not stop.is_set():
+    while not stop.is_set() and time.monotonic() < deadline:
         try:
             ast.parse("x = (1 + 2) * foo(bar[3])")
         except SystemError:
@@ -42,7 +44,6 @@ def other():
 sys.setswitchinterval(1e-6)
 threading.Thread(target=other, daemon=True).start()
 raw = ours = 0
-deadline = time.monotonic() + 3  # the switch interval makes it crawl on a busy machine
 for _ in range(100):
     if time.monotonic() > deadline:
         break
