@@ -34,7 +34,14 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteError
 from relhandler.runtime import current, sockets
 from relhandler.web.config import ListenerConfig
 
-__all__ = ["ClientDisconnected", "drain", "head_size", "refusal", "serve_connection"]
+__all__ = [
+    "ClientDisconnected",
+    "drain",
+    "framed",
+    "head_size",
+    "refusal",
+    "serve_connection",
+]
 
 log = logging.getLogger("relhandler.web")
 
@@ -68,9 +75,6 @@ class ClientDisconnected(OSError):
     ASGI 2.4 asks for an ``OSError`` there, and Starlette stops a stream on one."""
 
 
-_Closed = ClientDisconnected
-
-
 class _HeadTimeout(Exception):
     """No complete request head in time."""
 
@@ -78,6 +82,17 @@ class _HeadTimeout(Exception):
 def head_size(req: h11.Request) -> int:
     """The bytes of a request head that count against ``max_header_bytes``."""
     return len(req.target) + sum(len(k) + len(v) + 4 for k, v in req.headers.raw_items())
+
+
+def framed(head: h11.Response, body: bytes, conn: h11.Connection | None = None) -> bytes:
+    """The bytes of a complete response, framed by h11 (no hand-written framing): by
+    ``conn``, or by a fresh server state machine that has just read a request (for a
+    connection whose own h11 is in ERROR, or that never had one)."""
+    if conn is None:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        conn.next_event()
+    return conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
 
 
 def refusal(e: WsRemoteError) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -155,7 +170,7 @@ class _Conn:
         try:
             data = await self.reader.read(READ)
         except (ConnectionError, OSError) as e:
-            raise _Closed from e
+            raise ClientDisconnected from e
         if not data:
             self.eof = True
         return data
@@ -198,7 +213,7 @@ class _Conn:
                     raise TimeoutError from None
             raise
         except (ConnectionError, OSError) as e:
-            raise _Closed from e
+            raise ClientDisconnected from e
         finally:
             self.deadline = 0.0
         if not data:
@@ -214,7 +229,7 @@ class _Conn:
             try:
                 await self.writer.drain()
             except (ConnectionError, OSError) as e:
-                raise _Closed from e
+                raise ClientDisconnected from e
 
     async def next_head(self) -> _Head | None:
         """The next request's head, or None when the client is done (EOF, idle timeout)."""
@@ -283,18 +298,9 @@ class _Conn:
             headers.append((b"connection", b"close"))
         head = h11.Response(status_code=status, headers=headers, reason=_phrase(status))
         try:
-            self.write(self.h11.send(head))
-            self.write(self.h11.send(h11.Data(data=text)))
-            self.write(self.h11.send(h11.EndOfMessage()))
+            self.write(framed(head, text, self.h11))
         except h11.LocalProtocolError:
-            # h11 is in ERROR after a bad request: write the bytes ourselves, via a fresh
-            # h11 state machine (no hand-written framing)
-            fresh = h11.Connection(h11.SERVER)
-            fresh.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            fresh.next_event()
-            self.write(fresh.send(head))
-            self.write(fresh.send(h11.Data(data=text)))
-            self.write(fresh.send(h11.EndOfMessage()))
+            self.write(framed(head, text))  # h11 is in ERROR after a bad request
 
     def close(self) -> None:
         if self.timer is not None:
@@ -357,7 +363,7 @@ async def serve_connection(
                 return
             if not await _finish_cycle(c):
                 return
-    except _Closed:
+    except ClientDisconnected:
         return
     finally:
         c.busy = False
@@ -484,7 +490,7 @@ class _HttpCycle:
         scope["method"] = self.request.req.method.decode()
         try:
             await self.app(scope, self.receive, self.send)
-        except _Closed:
+        except ClientDisconnected:
             return False
         except Exception:
             if self.gone or self.c.writer.is_closing():  # what its client's leaving raised
@@ -634,7 +640,7 @@ class _WebSocket:
             # killed: a brutal purge of its old code, or the node stopping (1012: restart)
             self._close(1012, "service restart")
             raise
-        except _Closed:
+        except ClientDisconnected:
             return
         except Exception:
             if self.disconnected or self.ended:  # the app raised on the client's leaving
@@ -728,7 +734,7 @@ class _WebSocket:
                 if not data:
                     break
                 await self.c.drain()
-        except _Closed:
+        except ClientDisconnected:
             pass
         finally:
             self.ended = self.closed = True  # the app's sends raise from now on

@@ -51,7 +51,7 @@ from relhandler.runtime import (
     sockets,
     trap_exit,
 )
-from relhandler.web._http import _phrase, head_size, refusal
+from relhandler.web._http import _phrase, framed, head_size, refusal
 from relhandler.web.config import ListenerConfig
 
 __all__ = ["start_link"]
@@ -334,9 +334,6 @@ def _plain(
     conn: _Ws, status: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     """A plain HTTP error response before the upgrade (h11 frames it)."""
-    hc = h11.Connection(h11.SERVER)
-    hc.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-    hc.next_event()
     headers = [
         *(extra or []),
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -346,9 +343,9 @@ def _plain(
     ]
     if status == 426:
         headers.append((b"upgrade", b"websocket"))
-    conn.write(hc.send(h11.Response(status_code=status, headers=headers, reason=_phrase(status))))
-    conn.write(hc.send(h11.Data(data=text)))
-    conn.write(hc.send(h11.EndOfMessage()))
+    conn.write(
+        framed(h11.Response(status_code=status, headers=headers, reason=_phrase(status)), text)
+    )
     conn.h11 = None
 
 
