@@ -164,14 +164,6 @@ def _buffer(x: Any, memo: dict[int, Any]) -> Any:
     return y
 
 
-def _namespace(x: types.SimpleNamespace, memo: dict[int, Any]) -> Any:
-    y = types.SimpleNamespace()
-    memo[id(x)] = y
-    for k, v in vars(x).items():
-        setattr(y, k, _copy(v, memo))
-    return y
-
-
 def _fill_record(x: Any, y: Any, names: list[str], memo: dict[int, Any]) -> Any:
     memo[id(x)] = y
     setattr_ = object.__setattr__  # frozen classes refuse their own __setattr__
@@ -189,6 +181,10 @@ def _fill_record(x: Any, y: Any, names: list[str], memo: dict[int, Any]) -> Any:
             if n not in done:
                 setattr_(y, n, _copy(v, memo))
     return y
+
+
+def _namespace(x: types.SimpleNamespace, memo: dict[int, Any]) -> Any:
+    return _fill_record(x, types.SimpleNamespace(), [], memo)  # its __dict__ is all it has
 
 
 def _dataclass(x: Any, memo: dict[int, Any]) -> Any:
