@@ -27,7 +27,7 @@ import importlib.machinery
 import importlib.metadata
 import sys
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -42,36 +42,17 @@ class NotShippedError(ModuleNotFoundError):
     release."""
 
 
-def _closure(names: Iterable[str]) -> dict[str, importlib.metadata.Distribution]:
-    out: dict[str, importlib.metadata.Distribution] = {}
-    for n in names:
-        for key, dist in runtime_dists(n).items():
-            out.setdefault(key, dist)
-    return out
-
-
 def allowed_names(extra_requirements: Sequence[str] = ()) -> frozenset[str]:
     """Top-level names importable from relhandler's environment: relhandler and its runtime
     closure, plus (``relhandler dev``) ``extra_requirements`` with their own closures and
     the extras they name."""
-    dists = _closure(["relhandler"])
+    dists = runtime_dists()
     for r in extra_requirements:
         try:
             req = Requirement(r)
         except InvalidRequirement:
             continue
-        dists.update(_closure([req.name]))
-        try:
-            reqs = importlib.metadata.requires(req.name) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        for sub in reqs:  # what the requested extras add
-            try:
-                s = Requirement(sub)
-            except InvalidRequirement:
-                continue
-            if s.marker is not None and any(s.marker.evaluate({"extra": e}) for e in req.extras):
-                dists.update(_closure([s.name]))
+        dists.update(runtime_dists(req.name, req.extras))
     names = {"relhandler"}
     for d in dists.values():
         names |= top_level_names(d)

@@ -317,14 +317,17 @@ def move_hot(installed: Installed, hot: Sequence[str], lib: Path) -> list[HotLib
     return out
 
 
-def runtime_dists(root: str = "relhandler") -> dict[str, importlib.metadata.Distribution]:
-    """The distributions ``root`` runs on: itself and its runtime requirements (no extras),
-    transitively, as installed here; canonical name -> distribution. A requirement that is
-    not installed (another platform's, an optional one) is left out."""
+def runtime_dists(
+    root: str = "relhandler", extras: Iterable[str] = ()
+) -> dict[str, importlib.metadata.Distribution]:
+    """The distributions ``root`` runs on: itself and its runtime requirements, transitively,
+    as installed here; canonical name -> distribution. Extras count for ``root`` only, and
+    only those named. A requirement that is not installed (another platform's, an optional
+    one) is left out."""
     out: dict[str, importlib.metadata.Distribution] = {}
-    todo = [root]
+    todo = [(root, ("", *extras))]
     while todo:
-        name = todo.pop()
+        name, wanted = todo.pop()
         key = canonicalize_name(name)
         if key in out:
             continue
@@ -338,9 +341,10 @@ def runtime_dists(root: str = "relhandler") -> dict[str, importlib.metadata.Dist
                 req = Requirement(r)
             except InvalidRequirement:
                 continue
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue  # an extra (test, docs) or another platform's
-            todo.append(req.name)
+            m = req.marker
+            if m is not None and not any(m.evaluate({"extra": e}) for e in wanted):
+                continue  # an extra not asked for (test, docs) or another platform's
+            todo.append((req.name, ("",)))
     return out
 
 
