@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +14,7 @@ from relhandler.errors import InputError, NoSuchModuleError, ProcessError, Usage
 from relhandler.handler.importguard import NotShippedError
 from relhandler.handler.reload import reload_module
 from relhandler.runtime import Node
-from relhandler.runtime.process import run_in_process
+from relhandler.runtime.process import remote_function, run_in_process
 
 if TYPE_CHECKING:
     from relhandler.control.daemon import NodeMain
@@ -140,16 +138,8 @@ def make_ops(main: NodeMain) -> dict[str, Op]:
         fargs = args.get("args", [])
         if not isinstance(fun, str) or not isinstance(fargs, list):
             raise UsageError("rpc needs 'function' (a name) and 'args' (a JSON array)")
-        loads = not node.code.is_loaded(name) and sys.modules.get(name) is None
         try:
-            # a managed module goes through the code server (its current version); anything
-            # else (stdlib, bundled deps) is an ordinary import
-            async with code_lock() if loads else contextlib.nullcontext():
-                try:
-                    target = node.code.live(name)
-                except NoSuchModuleError:
-                    target = importlib.import_module(name)
-            fn = getattr(target, fun)
+            fn = await remote_function(node, name, fun, code_lock())
         except NotShippedError as e:
             raise UsageError(f"rpc {name}:{fun}: {e}") from e
         except (ImportError, AttributeError) as e:

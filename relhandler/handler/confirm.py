@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -29,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relhandler.errors import NoSuchModuleError, ReleaseError, RelhandlerError, UsageError
+from relhandler.errors import ReleaseError, RelhandlerError, UsageError
 from relhandler.handler.events import EventLog, reason_text
 from relhandler.handler.install import InstallOptions
 from relhandler.release.config import read_verify
 from relhandler.runtime import Pid
 from relhandler.runtime import exit as exit_process
-from relhandler.runtime.process import run_in_process
+from relhandler.runtime.process import remote_function, run_in_process
 
 if TYPE_CHECKING:
     from relhandler.handler.release_handler import ReleaseHandler
@@ -162,21 +161,11 @@ async def run_health(
 
 async def _call(h: ReleaseHandler, check: str, pids: list[Pid]) -> Any:
     mod, _, fun = check.partition(":")
-    node = h.node
-    code = node.code
     try:
-        if code.is_loaded(mod):
-            target = code.live(mod)
-        else:
-            async with h.lock:  # loading changes the module table: not under an install
-                try:
-                    target = code.live(mod)
-                except NoSuchModuleError:
-                    target = importlib.import_module(mod)
-        fn = getattr(target, fun)
+        fn = await remote_function(h.node, mod, fun, h.lock)
     except (ImportError, AttributeError) as e:
         raise UsageError(f"health check {check}: {e}") from e
-    return await run_in_process(node, fn, initial_call=f"health {check}", spawned=pids)
+    return await run_in_process(h.node, fn, initial_call=f"health {check}", spawned=pids)
 
 
 def report_interrupted(root: Path, events: EventLog, booted: str) -> dict[str, Any] | None:

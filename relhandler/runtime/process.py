@@ -11,10 +11,13 @@ runtime after the current frame is gone (see runtime.md, *Tail calls*).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
+import sys
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from relhandler.errors import NotAProcessError
+from relhandler.errors import NoSuchModuleError, NotAProcessError
 from relhandler.runtime._kernel import (
     Exit,
     Pid,
@@ -44,6 +47,7 @@ __all__ = [
     "receive",
     "register",
     "registered",
+    "remote_function",
     "run_in_process",
     "self_pid",
     "send",
@@ -295,3 +299,25 @@ async def run_in_process(
     if spawned is not None:
         spawned.append(pid)
     return await fut
+
+
+async def remote_function(
+    node: Node,
+    module: str,
+    function: str,
+    loading: contextlib.AbstractAsyncContextManager[Any] | None = None,
+) -> Callable[..., Any]:
+    """``module:function`` as a remote call reaches it: a managed module through the code
+    server (its current version), anything else (stdlib, bundled deps) by an ordinary
+    import. A load of a module not loaded yet changes the module table: it runs inside
+    ``loading`` (the release handler's lock, so not under an install). Raises
+    ``ImportError`` or ``AttributeError``."""
+    code = node.code
+    loads = not code.is_loaded(module) and sys.modules.get(module) is None
+    async with loading if loading is not None and loads else contextlib.nullcontext():
+        try:
+            target: Any = code.live(module)
+        except NoSuchModuleError:
+            target = importlib.import_module(module)
+    fn: Callable[..., Any] = getattr(target, function)
+    return fn
